@@ -46,10 +46,13 @@ inline void visible_keys(const SeqInfo& s, int b, int h, int t, int table_block_
 /// a zero output and an LSE of -inf. Every pointer must be host memory.
 ///
 /// `emit(row, h, const double* o, double lse)` receives each finished (packed row, head), so
-/// tests can compare in double and the executor can round to the output dtype.
+/// tests can compare in double and the executor can round to the output dtype. Sequences
+/// [first_seq, last_seq) are computed (last_seq < 0: to the end), so callers may split the work
+/// across threads.
 template <class Emit>
 void attention_rows(const AttentionConfig& c, const ChunkBatch& batch, const PagedKV& cache,
-                    const BlockTables* tables, Emit&& emit) {
+                    const BlockTables* tables, Emit&& emit, int first_seq = 0,
+                    int last_seq = -1) {
   const int d = c.head_dim;
   const int g = c.gqa_group();
   const double scale = c.scale();
@@ -57,7 +60,8 @@ void attention_rows(const AttentionConfig& c, const ChunkBatch& batch, const Pag
   const int table_tokens = tables ? tables->shape.table_block_tokens : 0;
   std::vector<KeyRange> ranges;
   std::vector<double> q(d), acc(d), logits;
-  for (int b = 0; b < batch.num_seqs; ++b) {
+  if (last_seq < 0) last_seq = batch.num_seqs;
+  for (int b = first_seq; b < last_seq; ++b) {
     const SeqInfo s = seq_info(batch, b);
     for (int t = 0; t < s.q_len; ++t) {
       const std::int64_t row = s.q_begin + t;

@@ -23,7 +23,7 @@ has mask && targets+=(mask_bench)
 has prefill && targets+=(prefill_bench)
 if [ ${#targets[@]} -gt 0 ]; then
   cmake -S . -B build-dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-    -DCOMPACT_BUILD_TOOLS=ON >>"$log" 2>&1
+    -DCOMPACT_BUILD_TOOLS="${COMPACT_TOOLS:-ON}" >>"$log" 2>&1
   start=$(date +%s)
   if ! cmake --build build-dev -j "$(nproc)" --target "${targets[@]}" >"$OUT/build.log" 2>&1; then
     grep -E "error|FAILED" "$OUT/build.log" | head -40

@@ -31,31 +31,31 @@ __device__ __forceinline__ void load_q_tile(const Params& p, const RowMap& rows,
   }
 }
 
-/// The page-table walk for K/V tiles, shared by the CTA. The physical page of each of a tile's
-/// kBlockN rows is looked up once (one thread per row, instead of once per 16-byte chunk) into a
-/// small shared-memory array, a tile ahead of its copies, so the lookup latency overlaps the math
-/// and the page ids cost no registers during it. K and V use the same ids.
+/// The page-table walk for K/V tiles, shared by the CTA. Each of a tile's kBlockN rows is
+/// resolved once (one thread per row, instead of once per 16-byte chunk) to its element offset in
+/// the pools, into a small shared-memory array, a tile ahead of its copies: the lookup latency
+/// overlaps the math, costs no registers during it, and a copy is one shared load and an add.
+/// K and V use the same offsets. Rows at or past L_b get -1: their copies zero-fill without a
+/// read, so the unused tail of a sequence's last page (whatever it holds) never enters the
+/// softmax.
 template <class Traits>
 struct KvGather {
-  /// Page of row threadIdx.x of the tile starting at pos0 (threads < kBlockN; 0 past L_b, which
-  /// issue() never reads).
-  static __device__ __forceinline__ std::int32_t lookup(const Params& p, int b, int kv_len,
+  /// Offset of row threadIdx.x of the tile starting at pos0 (threads < kBlockN).
+  static __device__ __forceinline__ std::int64_t lookup(const Params& p, int b, int kv_len,
                                                         int pos0) {
     const int pos = pos0 + static_cast<int>(threadIdx.x);
-    if (threadIdx.x >= Traits::kBlockN || pos >= kv_len) return 0;
-    return __ldg(p.page_table + b * p.page_table_stride + (pos >> p.page_shift));
+    if (threadIdx.x >= Traits::kBlockN || pos >= kv_len) return -1;
+    const std::int32_t page = __ldg(p.page_table + b * p.page_table_stride + (pos >> p.page_shift));
+    return page * p.page_stride + static_cast<std::int64_t>(pos & (p.page_size - 1)) * p.token_stride;
   }
 
-  /// Publishes a lookup() result into the tile's page array (visible after the next barrier).
-  static __device__ __forceinline__ void publish(std::int32_t* pages, std::int32_t page) {
-    if (threadIdx.x < Traits::kBlockN) pages[threadIdx.x] = page;
+  /// Publishes a lookup() result into the tile's offset array (visible after the next barrier).
+  static __device__ __forceinline__ void publish(std::int64_t* offsets, std::int64_t offset) {
+    if (threadIdx.x < Traits::kBlockN) offsets[threadIdx.x] = offset;
   }
 
-  /// Issues this thread's cp.async copies of the tile at pos0 (KV head kvh) from `pool` into
-  /// `smem`. Rows at or past L_b are zero-filled without a read, so the unused tail of a
-  /// sequence's last page (whatever it holds) never enters the softmax.
-  static __device__ __forceinline__ void issue(const Params& p, int kvh, int kv_len, int pos0,
-                                               const std::int32_t* pages,
+  /// Issues this thread's cp.async copies of a tile (KV head kvh) from `pool` into `smem`.
+  static __device__ __forceinline__ void issue(int kvh, const std::int64_t* offsets,
                                                const typename Traits::Element* pool,
                                                typename Traits::Element* smem) {
     const int chunk = threadIdx.x % Traits::kChunksPerRow;
@@ -64,11 +64,9 @@ struct KvGather {
 #pragma unroll
     for (int i = 0; i < Traits::kKvPasses; ++i) {
       const int row = row0 + i * Traits::kRowsPerPass;
-      const bool ok = pos0 + row < kv_len;
-      const std::int64_t offset =
-          static_cast<std::int64_t>(pages[row]) * p.page_stride +
-          static_cast<std::int64_t>((pos0 + row) & (p.page_size - 1)) * p.token_stride;
-      arch::cp_async_16(smem + Traits::swizzle(row, chunk) * 8, ok ? head + offset : pool, ok);
+      const std::int64_t offset = offsets[row];
+      arch::cp_async_16(smem + Traits::swizzle(row, chunk) * 8, offset >= 0 ? head + offset : pool,
+                        offset >= 0);
     }
   }
 };

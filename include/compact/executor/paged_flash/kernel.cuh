@@ -26,7 +26,7 @@ __device__ __forceinline__ int tile_position(const Params& p, const std::int32_t
 
 /// One CTA: kBlockM packed rows (tokens x heads of one table) against the KV tiles of its table
 /// (or of one split of it). K/V tiles are gathered from the pages in place, double-buffered: the
-/// copies of tile j+1 are in flight while tile j is multiplied, and the page ids of tile j+2 are
+/// copies of tile j+1 are in flight while tile j is multiplied, and the pages of tile j+2 are
 /// looked up meanwhile, so that latency hides behind the math too.
 ///
 /// kSplitKV selects the epilogue at compile time (partials for the merge, or the final output):
@@ -42,8 +42,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   T* smem_kv = smem_q + Traits::kQChunks * 8;
   auto smem_k = [&](int stage) { return smem_kv + stage * 2 * Traits::kKvChunks * 8; };
   auto smem_v = [&](int stage) { return smem_k(stage) + Traits::kKvChunks * 8; };
-  // Page ids of the next two K/V tiles, [2][kBlockN], after the K/V buffers.
-  std::int32_t* smem_pages = reinterpret_cast<std::int32_t*>(smem_k(Traits::kStages));
+  // Row offsets of the next two K/V tiles, [2][kBlockN], after the K/V buffers.
+  std::int64_t* smem_rows = reinterpret_cast<std::int64_t*>(smem_k(Traits::kStages));
 
   const WorkTile w = TileScheduler::decode(p, blockIdx.x);
   if (w.b >= p.num_seqs) return;
@@ -79,18 +79,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   const T* v_pool = static_cast<const T*>(p.v_pages);
   int pos = j < j_end ? tile_pos(j) : 0;
   if (j < j_end && pos > qpos_max) j_end = j;
-  if (j < j_end) Gather::publish(smem_pages, Gather::lookup(p, w.b, kv_len, pos));
+  if (j < j_end) Gather::publish(smem_rows, Gather::lookup(p, w.b, kv_len, pos));
   int next_pos = 0;
   bool has_next = j + 1 < j_end;
   if (has_next) {
     next_pos = tile_pos(j + 1);
     has_next = next_pos <= qpos_max;
-    if (has_next) Gather::publish(smem_pages + kBlockN, Gather::lookup(p, w.b, kv_len, next_pos));
+    if (has_next) Gather::publish(smem_rows + kBlockN, Gather::lookup(p, w.b, kv_len, next_pos));
   }
-  __syncthreads();  // tile j's page ids are visible
-  if (j < j_end) Gather::issue(p, kvh, kv_len, pos, smem_pages, k_pool, smem_k(0));
+  __syncthreads();  // tile j's row offsets are visible
+  if (j < j_end) Gather::issue(kvh, smem_rows, k_pool, smem_k(0));
   arch::cp_async_commit();
-  if (j < j_end) Gather::issue(p, kvh, kv_len, pos, smem_pages, v_pool, smem_v(0));
+  if (j < j_end) Gather::issue(kvh, smem_rows, v_pool, smem_v(0));
   arch::cp_async_commit();
 
   WarpAttention<Traits> acc;
@@ -99,23 +99,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     arch::cp_async_wait<1>();  // Q and K_j have landed (V_j may still be in flight)
     __syncthreads();           // ... for every thread; tile j-1's buffers and pages are free
     if (has_next) {
-      const std::int32_t* pages = smem_pages + (stage ^ 1) * kBlockN;
-      Gather::issue(p, kvh, kv_len, next_pos, pages, k_pool, smem_k(stage ^ 1));
+      const std::int64_t* offsets = smem_rows + (stage ^ 1) * kBlockN;
+      Gather::issue(kvh, offsets, k_pool, smem_k(stage ^ 1));
       arch::cp_async_commit();
-      Gather::issue(p, kvh, kv_len, next_pos, pages, v_pool, smem_v(stage ^ 1));
+      Gather::issue(kvh, offsets, v_pool, smem_v(stage ^ 1));
       arch::cp_async_commit();
     } else {
       arch::cp_async_commit();  // empty groups keep the wait counts uniform
       arch::cp_async_commit();
     }
-    // Tile j+2: position and page ids, loaded now, published after the math.
+    // Tile j+2: position and row offsets, loaded now, published after the math.
     int after_pos = 0;
     bool has_after = has_next && j + 2 < j_end;
-    std::int32_t after_page = 0;
+    std::int64_t after_row = -1;
     if (has_after) {
       after_pos = tile_pos(j + 2);
       has_after = after_pos <= qpos_max;
-      if (has_after) after_page = Gather::lookup(p, w.b, kv_len, after_pos);
+      if (has_after) after_row = Gather::lookup(p, w.b, kv_len, after_pos);
     }
 
     acc.qk(smem_q, smem_k(stage), warp, lane);
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
       acc.mask(rows, m0, pos0, pos, kv_len, warp, lane);
     }
     acc.softmax(p.scale_log2);
-    if (has_after) Gather::publish(smem_pages + stage * kBlockN, after_page);
+    if (has_after) Gather::publish(smem_rows + stage * kBlockN, after_row);
 
     arch::cp_async_wait<2>();  // V_j has landed
     __syncthreads();

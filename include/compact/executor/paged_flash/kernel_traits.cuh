@@ -37,8 +37,8 @@ struct KernelTraits {
 
   static constexpr int kQChunks = kBlockM * kChunksPerRow;
   static constexpr int kKvChunks = kBlockN * kChunksPerRow;
-  static constexpr int kPageIdBytes = kStages * kBlockN * 4;  // page ids of upcoming tiles
-  static constexpr int kSmemBytes = (kQChunks + 2 * kStages * kKvChunks) * 16 + kPageIdBytes;
+  static constexpr int kRowOffsetBytes = kStages * kBlockN * 8;  // offsets of upcoming tiles
+  static constexpr int kSmemBytes = (kQChunks + 2 * kStages * kKvChunks) * 16 + kRowOffsetBytes;
 
   static_assert(kRowsPerWarp % 16 == 0, "each warp owns whole m16 atoms");
   static_assert(kKvPasses * kRowsPerPass == kBlockN && kQPasses * kRowsPerPass == kBlockM,

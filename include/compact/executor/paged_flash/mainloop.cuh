@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "compact/arch/ldmatrix.cuh"
+#include "compact/arch/math.cuh"
 #include "compact/arch/mma.cuh"
 
 namespace compact::paged_flash {
@@ -122,14 +123,14 @@ struct WarpAttention {
         const float new_max = fmaxf(row_max[a][h], mx * scale_log2);
         // A row that has seen only masked keys keeps max -inf; subtract 0 so exp2 gives 0.
         const float base = new_max == -INFINITY ? 0.0f : new_max;
-        const float correction = exp2f(row_max[a][h] - base);
+        const float correction = arch::fast_exp2(row_max[a][h] - base);
         row_max[a][h] = new_max;
         float sum = 0.0f;
 #pragma unroll
         for (int n = 0; n < kNS; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(fmaf(s[a][n][2 * h + e], scale_log2, -base));
+            const float p = arch::fast_exp2(fmaf(s[a][n][2 * h + e], scale_log2, -base));
             s[a][n][2 * h + e] = p;
             sum += p;
           }

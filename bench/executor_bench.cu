@@ -85,10 +85,11 @@ DeviceTables make_tables(const DeviceStep& st, double fraction, std::uint64_t se
   return t;
 }
 
-void BM_PagedFlash(benchmark::State& state, Shape shape, double fraction) {
+void BM_PagedFlash(benchmark::State& state, Shape shape, double fraction, int arch) {
   DeviceStep& st = step_for(shape);
   DeviceTables tables = make_tables(st, fraction, 7);
   PagedFlashExecutor<> exec;
+  exec.force_arch = arch;
   exec.configure(st.config, st.limits, tables.shape);
   test::DeviceBuffer<std::byte> ws(exec.workspace_bytes(st.config, st.limits, tables.shape) + 256);
   const ExecArgs args{st.config, st.limits, st.batch(), st.cache(), tables.device(), st.out(),
@@ -105,6 +106,7 @@ void BM_PagedFlash(benchmark::State& state, Shape shape, double fraction) {
   state.counters["dense_equiv_tflops"] = dense_flops / (ms * 1e-3) / 1e12;
   state.counters["density"] = table_density(st.config, hb, tables.host()).ratio();
   state.counters["splits"] = exec.num_splits();
+  state.counters["arch"] = exec.arch();
 }
 
 const int kRegistered = [] {
@@ -118,11 +120,16 @@ const int kRegistered = [] {
           const std::string name = "BM_PagedFlash/" + variant + "/" + preset.name +
                                    "/kv:" + std::to_string(kv) + "/chunk:1024/page:" +
                                    std::to_string(page);
-          benchmark::RegisterBenchmark(name.c_str(), BM_PagedFlash, Shape{preset, kv, 1024, page},
-                                       fraction)
-              ->UseManualTime()
-              ->Iterations(1)
-              ->Unit(benchmark::kMillisecond);
+          for (int arch : {0, 80}) {
+            // The mma.sync kernels (arch:80) for comparison, on dense and 10% tables at page 16.
+            if (arch == 80 && (page != 16 || (fraction != 1.0 && fraction != 0.1))) continue;
+            const std::string full = arch == 80 ? name + "/arch:80" : name;
+            benchmark::RegisterBenchmark(full.c_str(), BM_PagedFlash,
+                                         Shape{preset, kv, 1024, page}, fraction, arch)
+                ->UseManualTime()
+                ->Iterations(1)
+                ->Unit(benchmark::kMillisecond);
+          }
         }
       }
     }

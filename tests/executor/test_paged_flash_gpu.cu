@@ -6,11 +6,12 @@
 #include <cstring>
 #include <vector>
 
-#include "compact/executor/paged_flash_executor.cuh"
-#include "compact/union/host_tables.hpp"
 #include "../support/device_problem.cuh"
 #include "../support/parallel_reference.hpp"
 #include "../support/seed.hpp"
+#include "compact/arch/sm90a_probe.cuh"
+#include "compact/executor/paged_flash_executor.cuh"
+#include "compact/union/host_tables.hpp"
 
 using namespace compact;
 
@@ -66,7 +67,8 @@ void run_case(const Case& k, std::uint64_t salt) {
   mask.bits = bits.data();
   const bool union_q = k.tables == Tables::block || k.tables == Tables::qblock;
   const bool union_heads = k.tables == Tables::block || k.tables == Tables::group;
-  const TableShape shape = TableShape::make(c, hp.limits, union_heads ? c.group_size() : 1, !union_q);
+  const TableShape shape =
+      TableShape::make(c, hp.limits, union_heads ? c.group_size() : 1, !union_q);
   std::vector<std::int32_t> indptr(shape.num_tables() + 1), indices(shape.capacity()),
       last(shape.num_tables());
   BlockTables host_tables{shape, indptr.data(), indices.data(), last.data()};
@@ -101,70 +103,79 @@ void run_case(const Case& k, std::uint64_t salt) {
   test::DeviceBuffer<std::int32_t> d_indptr(indptr), d_indices(indices), d_last(last);
   const BlockTables tables{shape, d_indptr.get(), d_indices.get(), d_last.get()};
 
-  PagedFlashExecutor<> exec;
-  exec.force_splits = k.splits;
-  exec.configure(c, hp.limits, shape);
-  test::DeviceBuffer<std::byte> ws(exec.workspace_bytes(c, hp.limits, shape) + kWorkspaceAlignment);
-  const std::size_t o_elems = static_cast<std::size_t>(hp.cu_seqlens.back()) * o_stride;
-  test::DeviceBuffer<std::uint16_t> o(o_elems);
-  test::DeviceBuffer<float> lse(static_cast<std::size_t>(hp.cu_seqlens.back()) * c.num_q_heads);
-  o.fill_bytes(0xff);  // NaN in bf16 and fp16: every element must be overwritten
-  lse.fill_bytes(0xff);
-  const AttentionOutput out{o.get(), k.lse ? lse.get() : nullptr, o_stride};
-  exec.run(ExecArgs{c, hp.limits, batch, cache, tables, out, Workspace{ws.get(), ws.size()}}, nullptr);
-  COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
-
-  const test::ReferenceResult ref = test::parallel_reference(c, hp.batch(), hp.cache(), &host_tables);
-  const std::vector<std::uint16_t> got = o.download();
-  double err2 = 0, ref2 = 0, max_abs = 0;
-  std::size_t nan = 0, padding_touched = 0;
-  for (int t = 0; t < hp.cu_seqlens.back(); ++t) {
-    for (std::int64_t e = 0; e < o_stride; ++e) {
-      const std::size_t i = t * o_stride + e;
-      if (e >= row) {
-        padding_touched += got[i] != 0xffff;
-        continue;
-      }
-      const double g = load_float(got.data(), c.dtype, i);
-      const double r = ref.o[t * row + e];
-      if (std::isnan(g)) {
-        ++nan;
-        continue;
-      }
-      err2 += (g - r) * (g - r);
-      ref2 += r * r;
-      max_abs = std::max(max_abs, std::abs(g - r));
-    }
-  }
-  const double rel = std::sqrt(err2 / std::max(ref2, 1e-30));
-  double lse_err = 0;
-  std::size_t lse_bad = 0;
-  if (k.lse) {
-    const std::vector<float> got_lse = lse.download();
-    for (std::size_t i = 0; i < got_lse.size(); ++i) {
-      if (std::isinf(ref.lse[i])) {
-        lse_bad += !(std::isinf(got_lse[i]) && got_lse[i] < 0);
-      } else if (std::isnan(got_lse[i])) {
-        ++lse_bad;
-      } else {
-        lse_err = std::max(lse_err, std::abs(got_lse[i] - ref.lse[i]));
+  const test::ReferenceResult ref =
+      test::parallel_reference(c, hp.batch(), hp.cache(), &host_tables);
+  // Every kernel family this GPU and binary can run, against the same reference.
+  std::vector<int> arches{80};
+  if (arch::sm90a_available()) arches.push_back(90);
+  for (int arch : arches) {
+    PagedFlashExecutor<> exec;
+    exec.force_splits = k.splits;
+    exec.force_arch = arch;
+    exec.configure(c, hp.limits, shape);
+    test::DeviceBuffer<std::byte> ws(exec.workspace_bytes(c, hp.limits, shape) +
+                                     kWorkspaceAlignment);
+    const std::size_t o_elems = static_cast<std::size_t>(hp.cu_seqlens.back()) * o_stride;
+    test::DeviceBuffer<std::uint16_t> o(o_elems);
+    test::DeviceBuffer<float> lse(static_cast<std::size_t>(hp.cu_seqlens.back()) * c.num_q_heads);
+    o.fill_bytes(0xff);  // NaN in bf16 and fp16: every element must be overwritten
+    lse.fill_bytes(0xff);
+    const AttentionOutput out{o.get(), k.lse ? lse.get() : nullptr, o_stride};
+    exec.run(ExecArgs{c, hp.limits, batch, cache, tables, out, Workspace{ws.get(), ws.size()}},
+             nullptr);
+    COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<std::uint16_t> got = o.download();
+    double err2 = 0, ref2 = 0, max_abs = 0;
+    std::size_t nan = 0, padding_touched = 0;
+    for (int t = 0; t < hp.cu_seqlens.back(); ++t) {
+      for (std::int64_t e = 0; e < o_stride; ++e) {
+        const std::size_t i = t * o_stride + e;
+        if (e >= row) {
+          padding_touched += got[i] != 0xffff;
+          continue;
+        }
+        const double g = load_float(got.data(), c.dtype, i);
+        const double r = ref.o[t * row + e];
+        if (std::isnan(g)) {
+          ++nan;
+          continue;
+        }
+        err2 += (g - r) * (g - r);
+        ref2 += r * r;
+        max_abs = std::max(max_abs, std::abs(g - r));
       }
     }
+    const double rel = std::sqrt(err2 / std::max(ref2, 1e-30));
+    double lse_err = 0;
+    std::size_t lse_bad = 0;
+    if (k.lse) {
+      const std::vector<float> got_lse = lse.download();
+      for (std::size_t i = 0; i < got_lse.size(); ++i) {
+        if (std::isinf(ref.lse[i])) {
+          lse_bad += !(std::isinf(got_lse[i]) && got_lse[i] < 0);
+        } else if (std::isnan(got_lse[i])) {
+          ++lse_bad;
+        } else {
+          lse_err = std::max(lse_err, std::abs(got_lse[i] - ref.lse[i]));
+        }
+      }
+    }
+    const double tol = k.dtype == DType::bf16 ? 1e-2 : 5e-3;
+    (k.dtype == DType::bf16 ? g_worst_bf16 : g_worst_fp16) =
+        std::max(k.dtype == DType::bf16 ? g_worst_bf16 : g_worst_fp16, rel);
+    g_worst_lse = std::max(g_worst_lse, lse_err);
+    INFO("sm", exec.arch(), " kernels, dtype ", to_string(k.dtype), " D ", k.head_dim, " Hq/Hkv ",
+         k.hq, "/", k.hkv, " page ", k.page, " Bk ", k.block_k, " tables ",
+         static_cast<int>(k.tables), " batch ", k.batch, " density ", k.density, " splits ",
+         exec.num_splits(), " strides ", k.strides);
+    MESSAGE("sm", exec.arch(), ": rel L2 error ", rel, " (max abs ", max_abs,
+            "), LSE max abs error ", lse_err, ", splits ", exec.num_splits());
+    CHECK(nan == 0);
+    CHECK(padding_touched == 0);
+    CHECK(lse_bad == 0);
+    CHECK(rel < tol);
+    CHECK(lse_err < 1e-3);
   }
-  const double tol = k.dtype == DType::bf16 ? 1e-2 : 5e-3;
-  (k.dtype == DType::bf16 ? g_worst_bf16 : g_worst_fp16) =
-      std::max(k.dtype == DType::bf16 ? g_worst_bf16 : g_worst_fp16, rel);
-  g_worst_lse = std::max(g_worst_lse, lse_err);
-  INFO("dtype ", to_string(k.dtype), " D ", k.head_dim, " Hq/Hkv ", k.hq, "/", k.hkv, " page ",
-       k.page, " Bk ", k.block_k, " tables ", static_cast<int>(k.tables), " batch ", k.batch,
-       " density ", k.density, " splits ", exec.num_splits(), " strides ", k.strides);
-  MESSAGE("rel L2 error ", rel, " (max abs ", max_abs, "), LSE max abs error ", lse_err,
-          ", splits ", exec.num_splits());
-  CHECK(nan == 0);
-  CHECK(padding_touched == 0);
-  CHECK(lse_bad == 0);
-  CHECK(rel < tol);
-  CHECK(lse_err < 1e-3);
 }
 
 }  // namespace

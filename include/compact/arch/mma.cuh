@@ -15,8 +15,7 @@ namespace compact::arch {
 /// D = A * B + D for one m16n8k16 tile: A row-major 16x16 (4 regs), B column-major 16x8
 /// (2 regs), D 16x8 fp32 (4 regs). Thread t holds D rows t/4 and t/4 + 8, columns 2*(t%4)+{0,1}.
 template <class T>
-COMPACT_DEVICE void mma_16816(float (&d)[4], const std::uint32_t (&a)[4],
-                              const std::uint32_t (&b)[2]) {
+COMPACT_DEVICE void mma_16816(float* d, const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "

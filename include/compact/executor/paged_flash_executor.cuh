@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "compact/arch/sm90a_probe.cuh"
 #include "compact/core/cuda_check.hpp"
 #include "compact/core/error.hpp"
 #include "compact/core/policy_args.hpp"
@@ -23,8 +24,12 @@ namespace compact {
 struct PagedFlashTuning {
   static constexpr bool kEnableFp16 = true;       ///< Instantiate half kernels.
   static constexpr bool kEnableHeadDim64 = true;  ///< Instantiate head-dim-64 kernels.
+  /// Use the wgmma kernels on sm90 GPUs when the binary has sm_90a code (else mma.sync).
+  static constexpr bool kEnableSm90 = true;
   template <int kHeadDim>
-  using Shape = typename paged_flash::DefaultTileShape<kHeadDim>::type;
+  using Sm80Shape = paged_flash::Sm80TileShape<kHeadDim>;
+  template <int kHeadDim>
+  using Sm90Shape = paged_flash::Sm90TileShape<kHeadDim>;
 };
 
 /// Attention over block tables on the GPU (sm80+: mma.sync, ldmatrix, cp.async).
@@ -40,7 +45,9 @@ struct PagedFlashTuning {
 ///
 /// Works with any TableShape (per group, per head, per query block); BlockSparseExecutor is the
 /// same kernels with one table per (head, query block). Head dims 64 and 128, bf16 and fp16,
-/// page sizes that are powers of two, tables whose entries cover a multiple of 64 tokens.
+/// page sizes that are powers of two, tables whose entries cover a multiple of 64 tokens. Two
+/// kernel families share everything but the GEMMs: mma.sync + ldmatrix (sm80 and newer) and
+/// warpgroup MMAs with operands in shared memory (sm90a), picked in configure().
 template <class Tuning = PagedFlashTuning>
 struct PagedFlashExecutor {
   static constexpr Space space = Space::device;
@@ -48,6 +55,9 @@ struct PagedFlashExecutor {
   /// Force a split count (0: the heuristic of paged_flash/tile_sizes.hpp). For tests and
   /// experiments; set before the Engine configures the executor.
   int force_splits = 0;
+  /// Force the kernel family: 80 (mma.sync, any sm80+ GPU), 90 (wgmma; error where unavailable)
+  /// or 0 (the fastest available).
+  int force_arch = 0;
 
   /// Validates support, opts into shared memory, and fixes the grid and split count from the
   /// limits and the current device. Throws compact::Error naming what is unsupported.
@@ -70,30 +80,34 @@ struct PagedFlashExecutor {
     shape_ = shape;
     const int rows_per_table =
         shape.heads_per_table * (shape.per_q_block ? c.block_q : l.max_chunk);
+    use_sm90_ = Tuning::kEnableSm90 && force_arch != 80 && arch::sm90a_available();
+    require(force_arch != 90 || use_sm90_, "PagedFlashExecutor::force_arch", force_arch,
+            "80 or 0 on this GPU/binary (sm90 kernels need compute capability 9.x and sm_90a code)");
     paged_flash::dispatch<Tuning>(c, [&]<class T, int kD>() {
-      using Traits = paged_flash::KernelTraits<T, kD, typename Tuning::template Shape<kD>>;
-      int per_sm = 0;
-      for (const auto kernel : {paged_flash::paged_flash_kernel<Traits, false>,
-                                paged_flash::paged_flash_kernel<Traits, true>}) {
-        cudaFuncAttributes attr{};
-        const cudaError_t image = cudaFuncGetAttributes(&attr, kernel);
-        if (image != cudaSuccess) {
-          cudaGetLastError();
-          fail("device compute capability", detail::cat(major, ".", minor),
-               detail::cat("an architecture this binary was compiled for "
-                           "(CMAKE_CUDA_ARCHITECTURES; cudaFuncGetAttributes: ",
-                           cudaGetErrorString(image), ")"));
+      with_traits<T, kD>([&]<class Traits>() {
+        int per_sm = 0;
+        for (const auto kernel : {paged_flash::paged_flash_kernel<Traits, false>,
+                                  paged_flash::paged_flash_kernel<Traits, true>}) {
+          cudaFuncAttributes attr{};
+          const cudaError_t image = cudaFuncGetAttributes(&attr, kernel);
+          if (image != cudaSuccess) {
+            cudaGetLastError();
+            fail("device compute capability", detail::cat(major, ".", minor),
+                 detail::cat("an architecture this binary was compiled for "
+                             "(CMAKE_CUDA_ARCHITECTURES; cudaFuncGetAttributes: ",
+                             cudaGetErrorString(image), ")"));
+          }
+          COMPACT_CUDA_CHECK(cudaFuncSetAttribute(
+              kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+          COMPACT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &per_sm, kernel, Traits::kThreads, Traits::kSmemBytes));
+          require(per_sm > 0, "PagedFlashExecutor occupancy", per_sm,
+                  detail::cat("room for one CTA of ", Traits::kSmemBytes,
+                              " bytes of shared memory"));
         }
-        COMPACT_CUDA_CHECK(cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-        COMPACT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, kernel, Traits::kThreads, Traits::kSmemBytes));
-        require(per_sm > 0, "PagedFlashExecutor occupancy", per_sm,
-                detail::cat("room for one CTA of ", Traits::kSmemBytes,
-                            " bytes of shared memory"));
-      }
-      m_tiles_ = ceil_div(rows_per_table, Traits::kBlockM);
-      cta_slots_ = per_sm * sms;
+        m_tiles_ = ceil_div(rows_per_table, Traits::kBlockM);
+        cta_slots_ = per_sm * sms;
+      });
     });
     num_splits_ = force_splits > 0 ? force_splits : heuristic_splits(l, shape);
     configured_ = true;
@@ -117,22 +131,23 @@ struct PagedFlashExecutor {
             "tables.shape", "a different table layout", "the shape given to configure()");
     paged_flash::Params p = make_params(a);
     paged_flash::dispatch<Tuning>(a.config, [&]<class T, int kD>() {
-      using Traits = paged_flash::KernelTraits<T, kD, typename Tuning::template Shape<kD>>;
-      const long long grid = paged_flash::TileScheduler::grid_size(
-          shape_.num_tables(), m_tiles_, num_splits_);
-      if (num_splits_ == 1) {
-        paged_flash::paged_flash_kernel<Traits, false>
-            <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
-        COMPACT_CHECK_LAUNCH("paged_flash_kernel");
-      } else {
-        paged_flash::paged_flash_kernel<Traits, true>
-            <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
-        COMPACT_CHECK_LAUNCH("paged_flash_kernel (split-KV)");
-        const long long pairs = a.limits.total_q_bound() * a.config.num_q_heads;
-        paged_flash::paged_flash_merge_kernel<T, kD>
-            <<<static_cast<unsigned>(ceil_div(pairs, 8LL)), 256, 0, stream>>>(p, a.batch.total_q);
-        COMPACT_CHECK_LAUNCH("paged_flash_merge_kernel");
-      }
+      with_traits<T, kD>([&]<class Traits>() {
+        const long long grid = paged_flash::TileScheduler::grid_size(
+            shape_.num_tables(), m_tiles_, num_splits_);
+        if (num_splits_ == 1) {
+          paged_flash::paged_flash_kernel<Traits, false>
+              <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+          COMPACT_CHECK_LAUNCH("paged_flash_kernel");
+        } else {
+          paged_flash::paged_flash_kernel<Traits, true>
+              <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+          COMPACT_CHECK_LAUNCH("paged_flash_kernel (split-KV)");
+          const long long pairs = a.limits.total_q_bound() * a.config.num_q_heads;
+          paged_flash::paged_flash_merge_kernel<T, kD>
+              <<<static_cast<unsigned>(ceil_div(pairs, 8LL)), 256, 0, stream>>>(p, a.batch.total_q);
+          COMPACT_CHECK_LAUNCH("paged_flash_merge_kernel");
+        }
+      });
     });
   }
 
@@ -140,8 +155,23 @@ struct PagedFlashExecutor {
   int num_splits() const { return num_splits_; }
   /// Row tiles per table in the grid.
   int row_tiles_per_table() const { return m_tiles_; }
+  /// 90 when configure() chose the wgmma kernels, 80 for the mma.sync kernels.
+  int arch() const { return use_sm90_ ? 90 : 80; }
 
  private:
+  /// Calls f.template operator()<Traits>() with the kernel traits configure() chose.
+  template <class T, int kD, class F>
+  void with_traits(F&& f) const {
+    using Sm80 = paged_flash::KernelTraits<T, kD, typename Tuning::template Sm80Shape<kD>,
+                                           paged_flash::Sm80Mma>;
+    using Sm90 = paged_flash::KernelTraits<T, kD, typename Tuning::template Sm90Shape<kD>,
+                                           paged_flash::Sm90Mma>;
+    if constexpr (Tuning::kEnableSm90) {
+      if (use_sm90_) return f.template operator()<Sm90>();
+    }
+    f.template operator()<Sm80>();
+  }
+
   static constexpr int kTileTokens = 64;  // the kBlockN of every tile shape in tile_sizes.hpp
 
   int heuristic_splits(const PlanLimits& l, const TableShape& shape) const {
@@ -209,6 +239,7 @@ struct PagedFlashExecutor {
   int m_tiles_ = 0;
   int cta_slots_ = 0;
   int num_splits_ = 1;
+  bool use_sm90_ = false;
   bool configured_ = false;
 };
 

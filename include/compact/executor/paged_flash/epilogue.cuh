@@ -46,8 +46,10 @@ struct Epilogue {
         const int r = Acc::atom_row(warp, a) + (lane >> 2) + 8 * h;
 #pragma unroll
         for (int n = 0; n < Traits::kNAtomsO; ++n) {
-          *reinterpret_cast<std::uint32_t*>(smem + Traits::swizzle(r, n) * 8 + (lane & 3) * 2) =
-              arch::pack2<T>(acc.o[a][n][2 * h] * inv[a][h], acc.o[a][n][2 * h + 1] * inv[a][h]);
+          *reinterpret_cast<std::uint32_t*>(
+              smem + Traits::template swizzle<Traits::kBlockM>(r, n) * 8 + (lane & 3) * 2) =
+              arch::pack2<T>(acc.o[a][4 * n + 2 * h] * inv[a][h],
+                             acc.o[a][4 * n + 2 * h + 1] * inv[a][h]);
         }
       }
     }
@@ -61,7 +63,7 @@ struct Epilogue {
       T* dst = out + (q_begin + rows.token(m0 + r)) * p.o_stride +
                static_cast<std::int64_t>(rows.head(m0 + r)) * Traits::kD + chunk * 8;
       *reinterpret_cast<uint4*>(dst) =
-          *reinterpret_cast<const uint4*>(smem + Traits::swizzle(r, chunk) * 8);
+          *reinterpret_cast<const uint4*>(smem + Traits::template swizzle<Traits::kBlockM>(r, chunk) * 8);
     }
   }
 
@@ -85,7 +87,7 @@ struct Epilogue {
 #pragma unroll
         for (int n = 0; n < Traits::kNAtomsO; ++n) {
           *reinterpret_cast<float2*>(dst + n * 8) =
-              make_float2(acc.o[a][n][2 * h] * inv[a][h], acc.o[a][n][2 * h + 1] * inv[a][h]);
+              make_float2(acc.o[a][4 * n + 2 * h] * inv[a][h], acc.o[a][4 * n + 2 * h + 1] * inv[a][h]);
         }
       }
     }

@@ -27,7 +27,7 @@ __device__ __forceinline__ void load_q_tile(const Params& p, const RowMap& rows,
       src = q + (q_begin + rows.token(m0 + r)) * p.q_stride +
             static_cast<std::int64_t>(rows.head(m0 + r)) * Traits::kD + chunk * 8;
     }
-    arch::cp_async_16(smem_q + Traits::swizzle(r, chunk) * 8, src, valid);
+    arch::cp_async_16(smem_q + Traits::template swizzle<Traits::kBlockM>(r, chunk) * 8, src, valid);
   }
 }
 
@@ -65,8 +65,8 @@ struct KvGather {
     for (int i = 0; i < Traits::kKvPasses; ++i) {
       const int row = row0 + i * Traits::kRowsPerPass;
       const std::int64_t offset = offsets[row];
-      arch::cp_async_16(smem + Traits::swizzle(row, chunk) * 8, offset >= 0 ? head + offset : pool,
-                        offset >= 0);
+      arch::cp_async_16(smem + Traits::template swizzle<Traits::kBlockN>(row, chunk) * 8,
+                        offset >= 0 ? head + offset : pool, offset >= 0);
     }
   }
 };

@@ -6,11 +6,14 @@
 #include <cstdint>
 
 #include "compact/arch/cp_async.cuh"
+#include "compact/arch/wgmma.cuh"
 #include "compact/core/macros.hpp"
 #include "compact/executor/paged_flash/epilogue.cuh"
 #include "compact/executor/paged_flash/gather.cuh"
 #include "compact/executor/paged_flash/kernel_traits.cuh"
 #include "compact/executor/paged_flash/mainloop.cuh"
+#include "compact/executor/paged_flash/mma_sm80.cuh"
+#include "compact/executor/paged_flash/mma_sm90.cuh"
 #include "compact/executor/paged_flash/params.cuh"
 #include "compact/executor/paged_flash/tile_scheduler.cuh"
 
@@ -32,13 +35,16 @@ __device__ __forceinline__ int tile_position(const Params& p, const std::int32_t
 /// kSplitKV selects the epilogue at compile time (partials for the merge, or the final output):
 /// carrying both in one kernel costs registers the mainloop needs.
 template <class Traits, bool kSplitKV>
-__global__ void __launch_bounds__(Traits::kThreads, 2)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
     paged_flash_kernel(const __grid_constant__ Params p) {
   using T = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* smem_q = reinterpret_cast<T*>(smem_raw);
+  // Swizzle atoms (and wgmma descriptors) need 1024-byte-aligned tiles.
+  T* smem_q = reinterpret_cast<T*>(
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + Traits::kSmemAlign - 1) &
+      ~static_cast<std::uintptr_t>(Traits::kSmemAlign - 1));
   T* smem_kv = smem_q + Traits::kQChunks * 8;
   auto smem_k = [&](int stage) { return smem_kv + stage * 2 * Traits::kKvChunks * 8; };
   auto smem_v = [&](int stage) { return smem_k(stage) + Traits::kKvChunks * 8; };
@@ -97,6 +103,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   acc.init();
   for (int stage = 0; j < j_end; ++j, stage ^= 1) {
     arch::cp_async_wait<1>();  // Q and K_j have landed (V_j may still be in flight)
+    if constexpr (Traits::Mma::kNeedsProxyFence) arch::fence_proxy_async_smem();
     __syncthreads();           // ... for every thread; tile j-1's buffers and pages are free
     if (has_next) {
       const std::int64_t* offsets = smem_rows + (stage ^ 1) * kBlockN;
@@ -127,8 +134,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     if (has_after) Gather::publish(smem_rows + stage * kBlockN, after_row);
 
     arch::cp_async_wait<2>();  // V_j has landed
+    if constexpr (Traits::Mma::kNeedsProxyFence) arch::fence_proxy_async_smem();
     __syncthreads();
-    acc.pv(smem_v(stage), lane);
+    acc.pv(smem_v(stage), warp, lane);
 
     if (!has_next) j_end = j + 1;  // the causal horizon (or the split) ends here
     pos = next_pos;

@@ -1,5 +1,5 @@
 /// @file kernel_traits.cuh
-/// @brief Compile-time geometry of the paged-flash kernel: shared-memory layout and thread maps.
+/// @brief Compile-time geometry of the paged-flash kernels: shared-memory layout, thread maps.
 #pragma once
 
 #include <cstdint>
@@ -8,27 +8,30 @@
 
 namespace compact::paged_flash {
 
-/// Everything the kernel's pieces (gather, mainloop, epilogue) agree on at compile time.
+/// Everything the kernel's pieces (gather, MMA policy, softmax, epilogue) agree on at compile
+/// time. `Mma` is Sm80Mma or Sm90Mma (mma_sm80.cuh, mma_sm90.cuh).
 ///
-/// Shared memory holds Q [kBlockM][D] and kStages x (K, V) [kBlockN][D], in 16-byte chunks whose
-/// position within a row is XOR-swizzled by the row index (chunk ^ (row % 8)), so that the eight
-/// rows an ldmatrix reads, and the rows cp.async writes, fall into distinct banks.
-template <class T, int kHeadDim, class Shape = typename DefaultTileShape<kHeadDim>::type>
+/// Shared memory holds Q [kBlockM][D] and kStages x (K, V) [kBlockN][D]. Every tile is stored as
+/// D/64 column blocks of [rows][64] elements (128-byte rows) in 8-row atoms whose 16-byte chunks
+/// are XOR-swizzled by the row (chunk ^ (row % 8)): the canonical 128-byte-swizzle layout that
+/// wgmma descriptors address, and one in which the eight rows an ldmatrix reads, and the rows
+/// cp.async writes, fall into distinct banks.
+template <class T, int kHeadDim, class Shape, class Mma_>
 struct KernelTraits {
   using Element = T;
+  using Mma = Mma_;
   static constexpr int kD = kHeadDim;
   static constexpr int kBlockM = Shape::kBlockM;
   static constexpr int kBlockN = Shape::kBlockN;
   static constexpr int kWarps = Shape::kWarps;
   static constexpr int kStages = Shape::kStages;
+  static constexpr int kMinBlocksPerSM = Shape::kMinBlocksPerSM;
   static constexpr int kThreads = kWarps * 32;
 
   static constexpr int kRowsPerWarp = kBlockM / kWarps;
-  static constexpr int kMAtoms = kRowsPerWarp / 16;  // m16 MMA tiles per warp
-  static constexpr int kNAtomsS = kBlockN / 8;        // n8 tiles of S = Q K^T
-  static constexpr int kNAtomsO = kD / 8;             // n8 tiles of O
-  static constexpr int kKStepsS = kD / 16;            // k16 steps of Q K^T
-  static constexpr int kKStepsO = kBlockN / 16;       // k16 steps of P V
+  static constexpr int kMAtoms = kRowsPerWarp / 16;  // m16 row atoms per warp
+  static constexpr int kNAtomsS = kBlockN / 8;        // n8 column chunks of S
+  static constexpr int kNAtomsO = kD / 8;             // n8 column chunks of O
 
   static constexpr int kChunksPerRow = kD * static_cast<int>(sizeof(T)) / 16;
   static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one cp.async sweep covers
@@ -38,17 +41,21 @@ struct KernelTraits {
   static constexpr int kQChunks = kBlockM * kChunksPerRow;
   static constexpr int kKvChunks = kBlockN * kChunksPerRow;
   static constexpr int kRowOffsetBytes = kStages * kBlockN * 8;  // offsets of upcoming tiles
-  static constexpr int kSmemBytes = (kQChunks + 2 * kStages * kKvChunks) * 16 + kRowOffsetBytes;
+  static constexpr int kSmemAlign = 1024;                         // a swizzle atom
+  static constexpr int kSmemBytes =
+      (kQChunks + 2 * kStages * kKvChunks) * 16 + kRowOffsetBytes + kSmemAlign;
 
+  static_assert(sizeof(T) == 2, "bf16 or fp16 elements");
+  static_assert(kD % 64 == 0, "head dim must be a whole number of 64-element column blocks");
   static_assert(kRowsPerWarp % 16 == 0, "each warp owns whole m16 atoms");
   static_assert(kKvPasses * kRowsPerPass == kBlockN && kQPasses * kRowsPerPass == kBlockM,
                 "cp.async sweeps must tile Q and K/V exactly");
-  static_assert(kChunksPerRow % 8 == 0, "the swizzle permutes groups of 8 chunks");
   static_assert(kStages == 2, "the mainloop schedule is written for double-buffered K/V");
 
-  /// Chunk index (in 16-byte units) of logical (row, chunk) within a tile.
+  /// 16-byte chunk index of logical (row, chunk) within a tile of `kRows` rows.
+  template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return row * kChunksPerRow + (chunk ^ (row & 7));
+    return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
   }
 };
 

@@ -1,27 +1,39 @@
 /// @file mainloop.cuh
-/// @brief The per-warp math of one KV tile: S = Q K^T, masking, online softmax, O += P V.
+/// @brief The math of one KV tile: S = Q K^T, masking, online softmax, O += P V.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "compact/arch/ldmatrix.cuh"
 #include "compact/arch/math.cuh"
 #include "compact/arch/mma.cuh"
 
 namespace compact::paged_flash {
 
-/// Accumulators and softmax state of one warp: kMAtoms m16 tiles of rows, each thread holding
-/// two rows per atom (lane / 4 and lane / 4 + 8) in the mma.sync C layout.
+/// P for k16 step kk of atom a as an mma A fragment: two n8 chunks of the C layout are one k16
+/// step of the A layout, so P never leaves registers.
+template <class T, int kCols>
+__device__ __forceinline__ void pack_p(std::uint32_t (&pa)[4], const float (&s)[kCols], int kk) {
+  pa[0] = arch::pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+  pa[1] = arch::pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+  pa[2] = arch::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+  pa[3] = arch::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+}
+
+/// Accumulators and online-softmax state of one warp's rows, in the mma.sync C layout that the
+/// wgmma accumulators share: for row atom a, thread lane holds rows lane/4 and lane/4 + 8 and,
+/// in chunk c, columns 8c + 2 (lane % 4) + {0, 1} as [a][4c + {0, 1}] and [a][4c + {2, 3}].
+/// The two GEMMs come from Traits::Mma; everything else is shared by the sm80 and sm90 kernels.
 template <class Traits>
 struct WarpAttention {
   using T = typename Traits::Element;
+  using Mma = typename Traits::Mma;
   static constexpr int kM = Traits::kMAtoms;
   static constexpr int kNS = Traits::kNAtomsS;
   static constexpr int kNO = Traits::kNAtomsO;
 
-  float o[kM][kNO][4];
-  float s[kM][kNS][4];
+  float o[kM][kNO * 4];
+  float s[kM][kNS * 4];
   float row_max[kM][2];  // running max of scaled logits, log2 domain
   float row_sum[kM][2];  // this thread's share of the running sum of exp2
 
@@ -29,10 +41,7 @@ struct WarpAttention {
 #pragma unroll
     for (int a = 0; a < kM; ++a) {
 #pragma unroll
-      for (int n = 0; n < kNO; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[a][n][e] = 0.0f;
-      }
+      for (int i = 0; i < kNO * 4; ++i) o[a][i] = 0.0f;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         row_max[a][h] = -INFINITY;
@@ -46,38 +55,8 @@ struct WarpAttention {
     return warp * Traits::kRowsPerWarp + a * 16;
   }
 
-  /// S = Q K^T for the warp's rows against the kBlockN keys of `smem_k`.
   __device__ __forceinline__ void qk(const T* smem_q, const T* smem_k, int warp, int lane) {
-#pragma unroll
-    for (int a = 0; a < kM; ++a) {
-#pragma unroll
-      for (int n = 0; n < kNS; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[a][n][e] = 0.0f;
-      }
-    }
-    const int mi = lane & 7, mj = lane >> 3;
-#pragma unroll
-    for (int ks = 0; ks < Traits::kKStepsS; ++ks) {
-      std::uint32_t qa[kM][4];
-#pragma unroll
-      for (int a = 0; a < kM; ++a) {
-        const int row = atom_row(warp, a) + mi + 8 * (mj & 1);
-        arch::ldmatrix_x4(qa[a], smem_q + Traits::swizzle(row, 2 * ks + (mj >> 1)) * 8);
-      }
-#pragma unroll
-      for (int np = 0; np < kNS / 2; ++np) {
-        std::uint32_t kb[4];
-        const int key = np * 16 + mi + 8 * (mj >> 1);
-        arch::ldmatrix_x4(kb, smem_k + Traits::swizzle(key, 2 * ks + (mj & 1)) * 8);
-        const std::uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
-#pragma unroll
-        for (int a = 0; a < kM; ++a) {
-          arch::mma_16816<T>(s[a][2 * np], qa[a], b0);
-          arch::mma_16816<T>(s[a][2 * np + 1], qa[a], b1);
-        }
-      }
-    }
+    Mma::template qk<Traits>(s, smem_q, smem_k, warp, lane);
   }
 
   /// Sets S to -inf where key position > query position (bottom-right causal) or >= kv_len.
@@ -98,15 +77,15 @@ struct WarpAttention {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int key = col0 + n * 8 + e;
-            if (key > qpos || key >= kv_len) s[a][n][2 * h + e] = -INFINITY;
+            if (key > qpos || key >= kv_len) s[a][4 * n + 2 * h + e] = -INFINITY;
           }
         }
       }
     }
   }
 
-  /// Online softmax: scales S into the log2 domain, updates the running max, rescales O and
-  /// the running sums, and leaves P = exp2(S - max) in s.
+  /// Online softmax: scales S into the log2 domain, updates the running max, rescales O and the
+  /// running sums, and leaves P = exp2(S - max) in s.
   __device__ __forceinline__ void softmax(float scale_log2) {
 #pragma unroll
     for (int a = 0; a < kM; ++a) {
@@ -115,8 +94,7 @@ struct WarpAttention {
         float mx = -INFINITY;
 #pragma unroll
         for (int n = 0; n < kNS; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) mx = fmaxf(mx, s[a][n][2 * h + e]);
+          mx = fmaxf(mx, fmaxf(s[a][4 * n + 2 * h], s[a][4 * n + 2 * h + 1]));
         }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
@@ -130,48 +108,24 @@ struct WarpAttention {
         for (int n = 0; n < kNS; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = arch::fast_exp2(fmaf(s[a][n][2 * h + e], scale_log2, -base));
-            s[a][n][2 * h + e] = p;
-            sum += p;
+            float& v = s[a][4 * n + 2 * h + e];
+            v = arch::fast_exp2(fmaf(v, scale_log2, -base));
+            sum += v;
           }
         }
         row_sum[a][h] = row_sum[a][h] * correction + sum;
 #pragma unroll
         for (int n = 0; n < kNO; ++n) {
-          o[a][n][2 * h] *= correction;
-          o[a][n][2 * h + 1] *= correction;
+          o[a][4 * n + 2 * h] *= correction;
+          o[a][4 * n + 2 * h + 1] *= correction;
         }
       }
     }
   }
 
-  /// O += P V for the kBlockN keys of `smem_v`; P comes straight from the S registers (the C
-  /// layout of two n8 atoms is the A layout of one k16 step).
-  __device__ __forceinline__ void pv(const T* smem_v, int lane) {
-    const int mi = lane & 7, mj = lane >> 3;
-#pragma unroll
-    for (int kk = 0; kk < Traits::kKStepsO; ++kk) {
-      std::uint32_t pa[kM][4];
-#pragma unroll
-      for (int a = 0; a < kM; ++a) {
-        pa[a][0] = arch::pack2<T>(s[a][2 * kk][0], s[a][2 * kk][1]);
-        pa[a][1] = arch::pack2<T>(s[a][2 * kk][2], s[a][2 * kk][3]);
-        pa[a][2] = arch::pack2<T>(s[a][2 * kk + 1][0], s[a][2 * kk + 1][1]);
-        pa[a][3] = arch::pack2<T>(s[a][2 * kk + 1][2], s[a][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int dp = 0; dp < kNO / 2; ++dp) {
-        std::uint32_t vb[4];
-        const int key = kk * 16 + mi + 8 * (mj & 1);
-        arch::ldmatrix_x4_trans(vb, smem_v + Traits::swizzle(key, 2 * dp + (mj >> 1)) * 8);
-        const std::uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
-#pragma unroll
-        for (int a = 0; a < kM; ++a) {
-          arch::mma_16816<T>(o[a][2 * dp], pa[a], b0);
-          arch::mma_16816<T>(o[a][2 * dp + 1], pa[a], b1);
-        }
-      }
-    }
+  /// O += P V, P rounded to T straight from the S registers (the policy packs it).
+  __device__ __forceinline__ void pv(const T* smem_v, int warp, int lane) {
+    Mma::template pv<Traits>(o, s, smem_v, warp, lane);
   }
 
   /// Finishes the row sums across the quad and returns, per row, 1 / sum (0 for an empty row)

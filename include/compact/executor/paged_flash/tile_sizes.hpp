@@ -4,26 +4,29 @@
 
 namespace compact::paged_flash {
 
-/// Tile shape of one CTA. kBlockM packed query rows (heads of an execution group x tokens) by
-/// kBlockN keys per step; kWarps warps each own kBlockM / kWarps rows (two m16 MMA atoms when
-/// kBlockM = 128 and kWarps = 4, so every K/V fragment read from shared memory feeds two MMAs);
-/// kStages K/V buffers so the gather of tile j+1 overlaps the math of tile j.
-template <int kBlockM_, int kBlockN_, int kWarps_, int kStages_>
+/// Tile shape of one CTA: kBlockM packed query rows (tokens x heads of an execution group) by
+/// kBlockN keys per step, kWarps warps, kStages K/V buffers (the gather of tile j+1 overlaps the
+/// math of tile j), and kMinBlocksPerSM for __launch_bounds__ (which caps registers).
+template <int kBlockM_, int kBlockN_, int kWarps_, int kStages_, int kMinBlocksPerSM_>
 struct TileShape {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kStages = kStages_;
+  static constexpr int kMinBlocksPerSM = kMinBlocksPerSM_;
 };
 
-/// The shape used for a head dim. One table for sm80 and sm90: 128x64 with two K/V stages needs
-/// 96 KB of shared memory at D = 128 (two CTAs per H100 SM, register-limited; one per A100 SM),
-/// 48 KB at D = 64. Only the H100 numbers are measured (bench/results/).
+/// sm80 (mma.sync): 4 warps of 32 rows (two m16 atoms, so every K/V fragment read from shared
+/// memory feeds two MMAs). 96 KB of shared memory at D = 128: two CTAs per H100 SM (register
+/// bound), one per A100 SM.
 template <int kHeadDim>
-struct DefaultTileShape {
-  static_assert(kHeadDim == 64 || kHeadDim == 128, "paged_flash: head dim must be 64 or 128");
-  using type = TileShape<128, 64, 4, 2>;
-};
+using Sm80TileShape = TileShape<128, 64, 4, 2, 2>;
+
+/// sm90 (wgmma): two warpgroups of 64 rows sharing each K/V tile; accumulators stay small
+/// (S 32, O 64 registers per thread at D = 128), so two CTAs fit per SM and overlap one's
+/// softmax with the other's MMAs.
+template <int kHeadDim>
+using Sm90TileShape = TileShape<128, 64, 8, 2, 2>;
 
 /// Split-KV heuristic constants: split only when the grid would fill less than kFillTarget of
 /// the GPU's CTA slots, never into pieces shorter than kMinTilesPerSplit KV tiles, at most

@@ -15,6 +15,8 @@
 #include "compact/core/validate.hpp"
 #include "compact/core/workspace.hpp"
 #include "compact/engine.cuh"
+#include "compact/executor/block_sparse_executor.cuh"
+#include "compact/executor/paged_flash_executor.cuh"
 #include "compact/executor/reference_executor.hpp"
 #include "compact/mask/rule_mask.cuh"
 #include "compact/union/table_stats.hpp"

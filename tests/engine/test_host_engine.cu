@@ -190,3 +190,25 @@ TEST_CASE("engine errors: config, limits, workspace, batch") {
   CHECK_THROWS_WITH_AS(engine.run(p.batch(), p.cache(), ws, AttentionOutput{}), Contains("out.o = nullptr"),
                        Error);
 }
+
+TEST_CASE("device executors reject what they cannot run before touching the GPU") {
+  AttentionConfig c = make_config(8, 2, 16, DType::bf16);
+  PlanLimits l;
+  l.max_batch = 2;
+  l.max_chunk = 256;
+  l.max_kv_len = 4096;
+  const TableShape group = BlockUnion<>{}.table_shape(c, l);
+  CHECK_THROWS_WITH_AS(BlockSparseExecutor<>{}.configure(c, l, group),
+                       Contains("NoUnion tables (one per head and query block)"), Error);
+  c.block_k = 32;  // table block max(32, 16) = 32 tokens: not a whole KV tile
+  const TableShape fine = NoUnion<>{}.table_shape(c, l);
+  CHECK_THROWS_WITH_AS(PagedFlashExecutor<>{}.configure(c, l, fine),
+                       Contains("config.block_k / config.page_size = 32"), Error);
+  PagedFlashExecutor<> e;
+  e.force_splits = 99;
+  c.block_k = 128;
+  CHECK_THROWS_WITH_AS(e.configure(c, l, group), Contains("PagedFlashExecutor::force_splits = 99"),
+                       Error);
+  CHECK_THROWS_WITH_AS(PagedFlashExecutor<>{}.run(ExecArgs{}, nullptr),
+                       Contains("configure() before run()"), Error);
+}

@@ -10,6 +10,7 @@
 #include "../support/parallel_reference.hpp"
 #include "../support/seed.hpp"
 #include "compact/arch/sm90a_probe.cuh"
+#include "compact/executor/block_sparse_executor.cuh"
 #include "compact/executor/paged_flash_executor.cuh"
 #include "compact/union/host_tables.hpp"
 
@@ -40,6 +41,7 @@ struct Case {
 // Worst figures over the suite, reported at the end for the closing note.
 double g_worst_bf16 = 0, g_worst_fp16 = 0, g_worst_lse = 0;
 
+template <class Exec = PagedFlashExecutor<>>
 void run_case(const Case& k, std::uint64_t salt) {
   auto rng = test::rng_for(salt);
   AttentionConfig c;
@@ -109,7 +111,7 @@ void run_case(const Case& k, std::uint64_t salt) {
   std::vector<int> arches{80};
   if (arch::sm90a_available()) arches.push_back(90);
   for (int arch : arches) {
-    PagedFlashExecutor<> exec;
+    Exec exec;
     exec.force_splits = k.splits;
     exec.force_arch = arch;
     exec.configure(c, hp.limits, shape);
@@ -271,6 +273,16 @@ TEST_CASE("paged flash: rows that see no key output zero and LSE -inf") {
   run_case(k, 7400);
   k.splits = 2;
   run_case(k, 7401);
+}
+
+TEST_CASE("block-sparse executor: NoUnion tables at several densities") {
+  Case k;
+  k.tables = Tables::none;
+  k.block_q = 128;
+  for (double density : {1.0, 0.25}) {
+    k.density = density;
+    run_case<BlockSparseExecutor<>>(k, density == 1.0 ? 7500 : 7501);
+  }
 }
 
 TEST_CASE("paged flash: worst errors over the suite") {

@@ -21,7 +21,10 @@ struct ChunkBatch {
   /// apply final-chunk rules there). Null: no chunk is final.
   const std::int32_t* final_chunk = nullptr;
   int num_seqs = 0;                ///< B, at most PlanLimits::max_batch.
-  int total_q = 0;                 ///< cu_seqlens_q[num_seqs], at most the limits' bound.
+  /// cu_seqlens_q[num_seqs], or an upper bound of it (kernels read the exact count on the
+  /// device, so one CUDA graph can serve steps of different sizes); at most the limits' bound.
+  /// The output must have room for total_q rows.
+  int total_q = 0;
   std::int64_t q_stride = 0;       ///< Elements between consecutive tokens; 0 means Hq * D.
   /// Optional host copies of cu_seqlens_q / kv_lens for device batches: when given, plan()
   /// validates every length on the host without synchronizing. Ignored for host batches.

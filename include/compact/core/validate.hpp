@@ -43,8 +43,8 @@ inline void validate_batch(const AttentionConfig& c, const PlanLimits& l, const 
   const std::int32_t* kv = space == Space::host ? batch.kv_lens : batch.host_kv_lens;
   if (cu != nullptr) {
     require(cu[0] == 0, "batch.cu_seqlens_q[0]", cu[0], "0");
-    require(cu[batch.num_seqs] == batch.total_q, "batch.cu_seqlens_q[num_seqs]",
-            cu[batch.num_seqs], detail::cat("batch.total_q (", batch.total_q, ")"));
+    require(cu[batch.num_seqs] <= batch.total_q, "batch.cu_seqlens_q[num_seqs]",
+            cu[batch.num_seqs], detail::cat("<= batch.total_q (", batch.total_q, ")"));
     for (int b = 0; b < batch.num_seqs; ++b) {
       const int n = cu[b + 1] - cu[b];
       require(n >= 0 && n <= l.max_chunk, detail::cat("chunk length n_b of sequence ", b), n,

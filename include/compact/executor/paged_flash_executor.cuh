@@ -144,7 +144,7 @@ struct PagedFlashExecutor {
           COMPACT_CHECK_LAUNCH("paged_flash_kernel (split-KV)");
           const long long pairs = a.limits.total_q_bound() * a.config.num_q_heads;
           paged_flash::paged_flash_merge_kernel<T, kD>
-              <<<static_cast<unsigned>(ceil_div(pairs, 8LL)), 256, 0, stream>>>(p, a.batch.total_q);
+              <<<static_cast<unsigned>(ceil_div(pairs, 8LL)), 256, 0, stream>>>(p);
           COMPACT_CHECK_LAUNCH("paged_flash_merge_kernel");
         }
       });

@@ -152,11 +152,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   }
 }
 
-/// Combines the split-KV partials of every (packed row, head): one warp per pair.
+/// Combines the split-KV partials of every (packed row, head): one warp per pair; the grid covers
+/// the limits' bound and the rows past the step's exact count exit.
 template <class T, int kHeadDim>
-__global__ void __launch_bounds__(256) paged_flash_merge_kernel(const __grid_constant__ Params p,
-                                                                int total_q) {
+__global__ void __launch_bounds__(256) paged_flash_merge_kernel(const __grid_constant__ Params p) {
   constexpr int kPerLane = kHeadDim / 32;
+  const int total_q = p.cu_seqlens_q[p.num_seqs];  // exact, read on the device
   const std::int64_t pair = static_cast<std::int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (pair >= static_cast<std::int64_t>(total_q) * p.num_q_heads) return;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine call: build, GPU tests, benchmarks, peers, merged results.
 #   bench/device_run.sh STAGE...
-# Stages: tests, executor, union, mask, prefill, peers, merge (or all). Logs and JSON go to $OUT
+# Stages: tests, examples, executor, union, mask, prefill, peers, merge (or all). Logs and JSON go to $OUT
 # (the device tool's folder; ./out elsewhere). Builds for sm_90a only, to save compile time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 stages=" $* "
-[[ "$stages" == *" all "* ]] && stages=" tests executor union mask prefill peers merge "
+[[ "$stages" == *" all "* ]] && stages=" tests examples executor union mask prefill peers merge "
 has() { [[ "$stages" == *" $1 "* ]]; }
 log="$OUT/device.log"
 { nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv;
@@ -17,6 +17,7 @@ log="$OUT/device.log"
 
 targets=()
 has tests && targets+=(compact_gpu_tests)
+has examples && targets+=(minimal custom_mask chunked_prefill)
 has executor && targets+=(executor_bench)
 has union && targets+=(union_bench)
 has mask && targets+=(mask_bench)
@@ -44,6 +45,11 @@ if has tests; then
   ./build-dev/tests/compact_gpu_tests -s >"$OUT/gpu_tests.log" 2>&1
   echo "gpu tests exit code $?" | tee -a "$log"
   grep -E "ERROR|FAILED|failed|worst|rel L2|test cases|assertions" "$OUT/gpu_tests.log" | tail -60
+fi
+if has examples; then
+  for ex in minimal custom_mask chunked_prefill; do
+    [ -x "build-dev/examples/$ex" ] && ./build-dev/examples/$ex 2>&1 | tee -a "$log" | tail -15
+  done
 fi
 has executor && bench executor_gb ./build-dev/bench/executor_bench
 has union && bench union_gb ./build-dev/bench/union_bench

@@ -2,6 +2,8 @@
 /// @brief Umbrella header: the whole library (requires nvcc).
 #pragma once
 
+#include "compact/cache/append_kv.cuh"
+#include "compact/cache/kv_chunk.hpp"
 #include "compact/core/block_mask.hpp"
 #include "compact/core/block_tables.hpp"
 #include "compact/core/chunk_batch.hpp"
@@ -18,6 +20,10 @@
 #include "compact/executor/block_sparse_executor.cuh"
 #include "compact/executor/paged_flash_executor.cuh"
 #include "compact/executor/reference_executor.hpp"
+#include "compact/mask/external_mask.cuh"
+#include "compact/mask/flash_prefill_mask.cuh"
+#include "compact/mask/quest_mask.cuh"
 #include "compact/mask/rule_mask.cuh"
+#include "compact/mask/xattention_mask.cuh"
 #include "compact/union/table_stats.hpp"
 #include "compact/union/table_union.cuh"

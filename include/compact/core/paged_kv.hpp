@@ -8,17 +8,37 @@
 
 namespace compact {
 
-/// Per-(sequence slot, KV block, KV head) summaries of the keys, kept up to date by append_kv so
-/// that estimators never re-read the whole K cache (DESIGN.md section 4). fp32.
+/// Per-(sequence slot, KV block, KV head) summaries of the keys (and optionally values), kept up
+/// to date by append_kv (compact/cache/append_kv.cuh) so that estimators never re-read the whole
+/// K cache (DESIGN.md section 4). Every array is fp32 [num_slots][max_blocks][Hkv][D]; entry
+/// (slot, kb, h) summarizes the tokens [kb * Bk, min((kb + 1) * Bk, L)) that the sequence in that
+/// slot holds, Bk = AttentionConfig::block_k, L its current length: the partial last block is
+/// summarized over its valid tokens so far. Entries of blocks at or past ceil(L / Bk) are stale.
+///
+/// Only mean_k is needed by FlashPrefillMask; QuestMask needs min_k and max_k; mean_v is for
+/// executors that correct for dropped blocks. append_kv updates every array that is non-null.
 struct KeySummaries {
-  float* mean_k = nullptr;  ///< [num_slots][max_blocks][Hkv][D] mean key of each KV block.
+  float* mean_k = nullptr;  ///< Mean key of each KV block (over its valid tokens).
   int num_slots = 0;        ///< Sequence slots the buffer holds.
   int max_blocks = 0;       ///< KV blocks per slot (>= ceil(max_kv_len / Bk)).
   /// Optional [num_seqs]: slot of batch sequence b (engines reorder batches between steps).
   /// Null: slot b.
   const std::int32_t* slot_of_seq = nullptr;
+  float* min_k = nullptr;   ///< Optional: per-channel minimum key of each KV block.
+  float* max_k = nullptr;   ///< Optional: per-channel maximum key of each KV block.
+  float* mean_v = nullptr;  ///< Optional: mean value of each KV block.
+  /// Tokens per summarized block as a check: 0 (unchecked) or AttentionConfig::block_k.
+  int block_size = 0;
+  /// Optional host copy of slot_of_seq for device caches: when given, every slot id is checked
+  /// on the host before a kernel uses it. Ignored for host caches.
+  const std::int32_t* host_slot_of_seq = nullptr;
 
   COMPACT_HOST_DEVICE int slot(int b) const { return slot_of_seq ? slot_of_seq[b] : b; }
+  /// Element offset of (slot, block kb, KV head h, channel 0) in any of the arrays.
+  COMPACT_HOST_DEVICE std::int64_t offset(int slot_id, int kb, int h, int num_kv_heads,
+                                          int head_dim) const {
+    return ((static_cast<std::int64_t>(slot_id) * max_blocks + kb) * num_kv_heads + h) * head_dim;
+  }
 };
 
 /// A paged K/V cache in the "NHD" layout: pool[page][slot in page][kv head][head dim], one pool

@@ -1,0 +1,225 @@
+// Mask sources and the K/V append at the paper's shapes: every device mask source at TP2 (and
+// FlashPrefill over a prefix sweep), bf16, D = 128, Bq = Bk = 128, page 16, chunk 1,024, random
+// Q/K; plus append_kv of one chunk. Counters: ms (median of CUDA-event timings), density
+// (selected mask bits over causal bits) and, for the summary scores, the scoring GEMM's TFLOP/s.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/bench_common.cuh"
+#include "common/bench_problem.cuh"
+#include "compact/cache/append_kv.cuh"
+#include "compact/mask/external_mask.cuh"
+#include "compact/mask/flash_prefill_mask.cuh"
+#include "compact/mask/quest_mask.cuh"
+#include "compact/mask/rule_mask.cuh"
+#include "compact/mask/xattention_mask.cuh"
+
+namespace {
+
+using namespace compact;
+using namespace compact::bench;
+
+AttentionConfig config_for(const Preset& p) {
+  AttentionConfig c;
+  c.num_q_heads = p.num_q_heads;
+  c.num_kv_heads = p.num_kv_heads;
+  c.head_dim = p.head_dim;
+  c.dtype = DType::bf16;
+  c.block_q = 128;
+  c.block_k = 128;
+  c.page_size = 16;
+  return c;
+}
+
+/// Block summaries (mean, min, max key) of every block of a cache, straight from the pages: one
+/// thread per (sequence, block, KV head, channel).
+__global__ void summarize_kernel(AttentionConfig c, PagedKV cache, int num_seqs, int kv_len) {
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int blocks = ceil_div(kv_len, c.block_k);
+  const long long total = static_cast<long long>(num_seqs) * blocks * c.num_kv_heads * c.head_dim;
+  if (i >= total) return;
+  const int d = static_cast<int>(i % c.head_dim);
+  const int h = static_cast<int>((i / c.head_dim) % c.num_kv_heads);
+  const int kb = static_cast<int>((i / (c.head_dim * c.num_kv_heads)) % blocks);
+  const int b =
+      static_cast<int>(i / (static_cast<long long>(c.head_dim) * c.num_kv_heads * blocks));
+  const __nv_bfloat16* pool = static_cast<const __nv_bfloat16*>(cache.k_pages);
+  float sum = 0.0f, lo = INFINITY, hi = -INFINITY;
+  const int end = min_of((kb + 1) * c.block_k, kv_len);
+  for (int pos = kb * c.block_k; pos < end; ++pos) {
+    const float x = __bfloat162float(pool[cache.offset(b, pos, h) + d]);
+    sum += x;
+    lo = fminf(lo, x);
+    hi = fmaxf(hi, x);
+  }
+  const KeySummaries& s = cache.summaries;
+  const std::int64_t at = s.offset(b, kb, h, c.num_kv_heads, c.head_dim) + d;
+  s.mean_k[at] = sum / static_cast<float>(end - kb * c.block_k);
+  s.min_k[at] = lo;
+  s.max_k[at] = hi;
+}
+
+/// A device step plus its block summaries; one alive at a time (the 128K cache is 2 GiB).
+struct MaskProblem {
+  std::unique_ptr<DeviceStep> step;
+  test::DeviceBuffer<float> mean_k, min_k, max_k;
+  KeySummaries summaries{};
+
+  MaskProblem(const Preset& p, int kv_len, int chunk) {
+    const AttentionConfig c = config_for(p);
+    step = std::make_unique<DeviceStep>(c, p.batch, chunk, kv_len, 2026);
+    const int blocks = ceil_div(kv_len, c.block_k);
+    const std::size_t n = static_cast<std::size_t>(p.batch) * blocks * c.num_kv_heads * c.head_dim;
+    mean_k = test::DeviceBuffer<float>(n);
+    min_k = test::DeviceBuffer<float>(n);
+    max_k = test::DeviceBuffer<float>(n);
+    summaries.mean_k = mean_k.get();
+    summaries.min_k = min_k.get();
+    summaries.max_k = max_k.get();
+    summaries.num_slots = p.batch;
+    summaries.max_blocks = blocks;
+    summaries.block_size = c.block_k;
+    summarize_kernel<<<static_cast<int>(ceil_div<long long>(n, 256)), 256>>>(c, cache(), p.batch,
+                                                                             kv_len);
+    COMPACT_CHECK_LAUNCH("summarize_kernel");
+    COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  PagedKV cache() const {
+    PagedKV c = step->cache();
+    c.summaries = summaries;
+    return c;
+  }
+};
+
+MaskProblem& problem_for(const Preset& p, int kv_len, int chunk) {
+  static std::unique_ptr<MaskProblem> prob;
+  static std::string key;
+  const std::string want =
+      std::string(p.name) + "/" + std::to_string(kv_len) + "/" + std::to_string(chunk);
+  if (key != want) {
+    prob.reset();
+    prob = std::make_unique<MaskProblem>(p, kv_len, chunk);
+    key = want;
+  }
+  return *prob;
+}
+
+/// Selected mask bits over causal bits, over the rows the source wrote.
+double mask_density(const DeviceStep& st, const BlockMask& dev_mask) {
+  std::vector<std::uint32_t> bits(dev_mask.num_words());
+  COMPACT_CUDA_CHECK(
+      cudaMemcpy(bits.data(), dev_mask.bits, bits.size() * 4, cudaMemcpyDeviceToHost));
+  BlockMask m = dev_mask;
+  m.bits = bits.data();
+  const AttentionConfig& c = st.config;
+  const ChunkBatch hb = st.host_batch();
+  double on = 0, causal = 0;
+  for (int b = 0; b < hb.num_seqs; ++b) {
+    const SeqInfo s = seq_info(hb, b);
+    for (int h = 0; h < c.num_q_heads; ++h) {
+      for (int qb = 0; qb * c.block_q < s.q_len; ++qb) {
+        const int last_kb = query_block_span(s, qb, c.block_q, c.block_k).last_kb;
+        for (int kb = 0; kb <= last_kb; ++kb) on += m.test(b, h, qb, kb);
+        causal += last_kb + 1;
+      }
+    }
+  }
+  return on / causal;
+}
+
+template <class Mask>
+void BM_Mask(benchmark::State& state, Preset preset, int kv_len, int chunk, Mask mask,
+             double score_flops_per_pair) {
+  MaskProblem& prob = problem_for(preset, kv_len, chunk);
+  const DeviceStep& st = *prob.step;
+  compact::detail::configure(mask, st.config, st.limits);
+  BlockMask out = BlockMask::shape_for(st.config, st.limits);
+  test::DeviceBuffer<std::uint32_t> bits(out.num_words());
+  out.bits = bits.get();
+  test::DeviceBuffer<std::byte> scratch(
+      compact::detail::workspace_bytes_of(mask, st.config, st.limits) + 256);
+  const MaskArgs args{st.config,    st.limits, st.batch(),
+                      prob.cache(), out,       Workspace{scratch.get(), scratch.size()}};
+  double ms = 0;
+  for (auto _ : state) ms = median_ms([&] { mask.build_device(args, nullptr); });
+  report_ms(state, ms);
+  state.counters["select_ms"] = ms;
+  state.counters["density"] = mask_density(st, out);
+  if (score_flops_per_pair > 0) {
+    // Scoring GEMM: every (query row, head) against every earlier block's summary.
+    const double pairs = static_cast<double>(preset.batch) * chunk * st.config.num_q_heads *
+                         ceil_div(kv_len, st.config.block_k);
+    state.counters["score_tflops"] =
+        score_flops_per_pair * pairs * st.config.head_dim / (ms * 1e-3) / 1e12;
+  }
+}
+
+/// ExternalMask from a device-resident engine mask (every fourth block set).
+void BM_External(benchmark::State& state, Preset preset, int kv_len, int chunk) {
+  MaskProblem& prob = problem_for(preset, kv_len, chunk);
+  const DeviceStep& st = *prob.step;
+  ExternalMaskSource source{BlockMask::shape_for(st.config, st.limits), Space::device};
+  test::DeviceBuffer<std::uint32_t> src(source.mask.num_words());
+  COMPACT_CUDA_CHECK(cudaMemset(src.get(), 0x11, src.size() * 4));
+  source.mask.bits = src.get();
+  BM_Mask(state, preset, kv_len, chunk, ExternalMask(&source), 0.0);
+}
+
+void BM_AppendKV(benchmark::State& state, Preset preset, int kv_len, int chunk) {
+  MaskProblem& prob = problem_for(preset, kv_len, chunk);
+  const DeviceStep& st = *prob.step;
+  const AttentionConfig& c = st.config;
+  const std::size_t elems =
+      static_cast<std::size_t>(preset.batch) * chunk * c.num_kv_heads * c.head_dim;
+  test::DeviceBuffer<std::uint16_t> k(elems), v(elems);
+  fill_random(k.get(), c.dtype, elems, 11);
+  fill_random(v.get(), c.dtype, elems, 12);
+  test::DeviceBuffer<float> mean_v(prob.mean_k.size());
+  PagedKV cache = prob.cache();
+  cache.summaries.mean_v = mean_v.get();
+  const KvChunk kv = KvChunk::of(st.batch(), k.get(), v.get());
+  double ms = 0;
+  for (auto _ : state) ms = median_ms([&] { append_kv_device(c, st.limits, kv, cache, nullptr); });
+  report_ms(state, ms);
+  const double bytes =
+      2.0 * elems * 2 /* write K, V */ + 2.0 * elems * 2 /* read back for summaries */;
+  state.counters["gbps"] = bytes / (ms * 1e-3) / 1e9;
+}
+
+template <class Mask>
+void add(const std::string& name, const Preset& p, int kv, Mask m, double flops_per_pair = 0) {
+  const std::string full =
+      "BM_Mask/" + name + "/" + p.name + "/kv:" + std::to_string(kv) + "/chunk:1024";
+  benchmark::RegisterBenchmark(full.c_str(), BM_Mask<Mask>, p, kv, 1024, m, flops_per_pair)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+}
+
+const int kRegistered = [] {
+  for (int kv : {32768, 65536, 131072}) add("flash_prefill", kTP2, kv, FlashPrefillMask<>{}, 2.0);
+  add("flash_prefill", kTP1, 131072, FlashPrefillMask<>{}, 2.0);
+  add("quest", kTP2, 131072, QuestMask{}, 4.0);
+  add("xattention", kTP2, 131072, XAttentionMask{});
+  XAttentionParams s16;
+  s16.stride = 16;
+  add("xattention:stride16", kTP2, 131072, XAttentionMask(s16));
+  add("sink_local", kTP2, 131072, SinkLocalMask(2, 4));
+  benchmark::RegisterBenchmark("BM_Mask/external/tp2/kv:131072/chunk:1024", BM_External, kTP2,
+                               131072, 1024)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_AppendKV/tp2/kv:131072/chunk:1024", BM_AppendKV, kTP2, 131072,
+                               1024)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  return 0;
+}();
+
+}  // namespace
+
+COMPACT_BENCHMARK_MAIN()

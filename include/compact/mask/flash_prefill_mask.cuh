@@ -1,0 +1,972 @@
+/// @file flash_prefill_mask.cuh
+/// @brief FlashPrefillMask: block scores of every query block against the cached mean key of every
+/// KV block (FlashPrefill), thresholded relative to the row's best block; host reference and
+/// tensor-core device kernels that agree bit for bit. QuestMask (quest_mask.cuh) is the same
+/// machinery over a per-channel min/max upper bound instead of the mean key.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include "compact/arch/cp_async.cuh"
+#include "compact/arch/ldmatrix.cuh"
+#include "compact/arch/mma.cuh"
+#include "compact/cache/summary_check.hpp"
+#include "compact/concepts/mask_source.hpp"
+#include "compact/core/cuda_check.hpp"
+#include "compact/core/dtype.hpp"
+#include "compact/core/error.hpp"
+#include "compact/core/policy_args.hpp"
+#include "compact/core/workspace.hpp"
+#include "compact/mask/exact_math.hpp"
+#include "compact/mask/query_block_span.hpp"
+
+namespace compact {
+
+/// Hyperparameters of FlashPrefillMask and QuestMask. Defaults are those of FlashPrefill's public
+/// code (with config.block_q = config.block_k = 128, the config's defaults): alpha 0.18 (the
+/// paper's RULER setting for LLaMA; its useful range is 0.06-0.18), 2 sink blocks, a window of 4
+/// blocks, the last 2 query blocks of a prompt dense, no minimum budget.
+struct FlashPrefillParams {
+  /// Keep a scored block whose score is >= alpha * the best score of its mask row. In [0, 1]:
+  /// 0 keeps every block, 1 only the best ones.
+  float alpha = 0.18f;
+  int sink_blocks = 2;  ///< KV blocks [0, sink_blocks) are always kept.
+  /// Local window: the window_blocks KV blocks ending at the query block's diagonal, i.e.
+  /// kb > first_kb - window_blocks, are always kept (0: none).
+  int window_blocks = 4;
+  /// On the final chunk of a prompt (ChunkBatch::final_chunk[b] != 0), the last
+  /// last_full_blocks query blocks of the chunk keep every causal block.
+  int last_full_blocks = 2;
+  /// Minimum budget: also keep the min_budget best-scoring blocks of each row (0: off).
+  int min_budget = 0;
+
+  /// Throws compact::Error naming `<who> params.<field>` when a field is out of range.
+  void validate(std::string_view who) const {
+    using detail::cat;
+    require(alpha >= 0.0f && alpha <= 1.0f, cat(who, " params.alpha"), alpha,
+            "a threshold in [0, 1] (the paper uses 0.06 to 0.18)");
+    require(sink_blocks >= 0, cat(who, " params.sink_blocks"), sink_blocks, ">= 0");
+    require(window_blocks >= 0, cat(who, " params.window_blocks"), window_blocks, ">= 0");
+    require(last_full_blocks >= 0, cat(who, " params.last_full_blocks"), last_full_blocks, ">= 0");
+    require(min_budget >= 0, cat(who, " params.min_budget"), min_budget, ">= 0 (0: off)");
+  }
+};
+
+/// Block logit of FlashPrefill: query row . mean key of the block (reads KeySummaries::mean_k).
+struct MeanKeyScore {
+  static constexpr bool kBound = false;
+  static constexpr const char* kName = "FlashPrefillMask";
+};
+
+/// Block logit of Quest: the upper bound sum_d max(q_d * max_d, q_d * min_d) of q . k over the
+/// keys of the block (reads KeySummaries::min_k and max_k). A single-token spike is never
+/// diluted, unlike the mean.
+struct QuestBoundScore {
+  static constexpr bool kBound = true;
+  static constexpr const char* kName = "QuestMask";
+};
+
+namespace flash_prefill {
+
+/// Quantization levels of queries and summaries: |integer| <= 255, exact in bf16, and
+/// D * 255^2 < 2^24 for every D <= 256, so every mma.sync partial sum is an exact integer.
+inline constexpr int kLevels = 255;
+
+/// Mean keys per tile of the device kernel; scratch rows are padded to a multiple of it.
+inline constexpr int kTileKeys = 32;
+
+/// Most heads one CTA packs (the selection runs one warp per head).
+inline constexpr int kMaxHeadsPerCta = 8;
+
+/// Packed rows (heads x Bq) per CTA: all four heads of a TP2 group at Bq = 128 for the mean
+/// score; the bound needs twice the key tile, so it packs at most 256 rows (shared memory of
+/// sm80).
+template <bool kBound>
+inline constexpr int kMaxPackedRows = kBound ? 256 : 512;
+
+/// True when KV block kb (callers restrict kb to <= the query block's last_kb) is scored by a row
+/// at absolute position pos: the row sees the whole block, i.e. the block's last valid token
+/// min((kb + 1) * Bk, L) - 1 is at or before pos. Rows with pos < 0 (padding) score nothing.
+COMPACT_HOST_DEVICE inline bool scores_block(int kb, int pos, int block_k, int kv_len) {
+  return min_of((kb + 1) * block_k, kv_len) - 1 <= pos;
+}
+
+/// The always-on blocks of a FlashPrefill row (callers restrict kb to <= span.last_kb): the
+/// chunk's own causal blocks, the sink, the window, and everything on the final chunk's last
+/// query blocks.
+COMPACT_HOST_DEVICE inline bool forced_on(const FlashPrefillParams& p, const QueryBlockSpan& span,
+                                          int kb, int qb, int num_q_blocks, bool final_chunk) {
+  return kb >= span.chunk_first_kb || kb < p.sink_blocks ||
+         (p.window_blocks > 0 && kb > span.first_kb - p.window_blocks) ||
+         (final_chunk && qb >= num_q_blocks - p.last_full_blocks);
+}
+
+/// Score of a block from its row maximum m (log2 domain) and fixed-point sum F, relative to the
+/// row's overall maximum M: F * 2^(m - M). -1 marks an unscored block (m = -inf).
+COMPACT_HOST_DEVICE inline float block_score(float m, std::uint32_t f, float row_max) {
+  if (exact::ordered_key(m) == exact::kOrderedMinusInf) return -1.0f;
+  return exact::mul(exact::from_u32(f), exact::det_exp2(exact::sub(m, row_max)));
+}
+
+/// Logit (log2 domain) from an exact integer dot product: (I * row_scale) * key_scale, where
+/// row_scale = query scale * softmax scale * log2(e). `I + 0` turns a -0 into +0.
+COMPACT_HOST_DEVICE inline float logit(float dot, float row_scale, float key_scale) {
+  return exact::mul(exact::mul(exact::add(dot, 0.0f), row_scale), key_scale);
+}
+
+/// Scratch of the device build, laid out from the config and limits alone.
+struct Scratch {
+  __nv_bfloat16* kq = nullptr;       ///< [arrays][max_batch][Hkv][kv_pad][D] quantized summaries.
+  float* kscale = nullptr;           ///< [max_batch][Hkv][kv_pad] their scales.
+  float* score_m = nullptr;          ///< [max_batch][Hq][max_q_blocks][kv_pad] row maxima.
+  std::uint32_t* score_f = nullptr;  ///< Same shape: fixed-point sums, then the block scores.
+  int kv_pad = 0;                    ///< KV blocks per scratch row (multiple of kTileKeys).
+  std::int64_t kq_array_elems = 0;   ///< Elements of one quantized summary array.
+  std::size_t bytes = 0;
+
+  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, bool bound, void* base,
+                       std::size_t bytes) {
+    const Geometry g = Geometry::of(c, l);
+    Scratch s;
+    s.kv_pad = ceil_div(g.max_kv_blocks, kTileKeys) * kTileKeys;
+    const std::size_t rows_k = static_cast<std::size_t>(l.max_batch) * c.num_kv_heads * s.kv_pad;
+    const std::size_t rows_q =
+        static_cast<std::size_t>(l.max_batch) * c.num_q_heads * g.max_q_blocks * s.kv_pad;
+    s.kq_array_elems = static_cast<std::int64_t>(rows_k) * c.head_dim;
+    WorkspaceCarver carver(base, bytes);
+    s.kq = carver.take<__nv_bfloat16>((bound ? 2 : 1) * rows_k * c.head_dim);
+    s.kscale = carver.take<float>(rows_k);
+    s.score_m = carver.take<float>(rows_q);
+    s.score_f = carver.take<std::uint32_t>(rows_q);
+    s.bytes = carver.used();
+    return s;
+  }
+};
+
+/// Host reference of FlashPrefillMask / QuestMask (every pointer host memory). The arithmetic is
+/// that of the device kernels (see exact_math.hpp); loops run in a natural order because every
+/// order-sensitive reduction is integer or an ordered maximum.
+template <bool kBound>
+void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
+  const AttentionConfig& c = a.config;
+  const int D = c.head_dim, hkv = c.num_kv_heads, G = c.gqa_group();
+  const int Bq = c.block_q, Bk = c.block_k;
+  const float cexp = exact::mul(c.scale(), exact::kLog2e);
+  const KeySummaries& sum = a.cache.summaries;
+  const std::int64_t q_stride =
+      a.batch.q_stride != 0 ? a.batch.q_stride : std::int64_t{c.num_q_heads} * D;
+  constexpr int kArrays = kBound ? 2 : 1;
+  std::vector<int> kq, qi;
+  std::vector<float> kscale, row_t, svals;
+  std::vector<int> row_pos;
+  std::vector<float> m_row, s_row;
+  std::vector<std::uint32_t> f_row;
+  std::vector<std::uint64_t> keys;
+  for (int b = 0; b < a.batch.num_seqs; ++b) {
+    const SeqInfo s = seq_info(a.batch, b);
+    if (s.q_len <= 0) continue;
+    const int n_kb = ceil_div(s.kv_len, Bk);
+    const int n_qb = ceil_div(s.q_len, Bq);
+    const bool final_chunk = a.batch.final_chunk != nullptr && a.batch.final_chunk[b] != 0;
+    const int slot = sum.slot(b);
+    // Quantized summaries of every block of the sequence: [kb][kvh][array][D].
+    kq.assign(static_cast<std::size_t>(n_kb) * hkv * kArrays * D, 0);
+    kscale.assign(static_cast<std::size_t>(n_kb) * hkv, 0.0f);
+    for (int kb = 0; kb < n_kb; ++kb) {
+      for (int h = 0; h < hkv; ++h) {
+        const std::int64_t at = sum.offset(slot, kb, h, hkv, D);
+        const float* src[2] = {kBound ? sum.max_k + at : sum.mean_k + at,
+                               kBound ? sum.min_k + at : nullptr};
+        float amax = 0.0f;
+        for (int arr = 0; arr < kArrays; ++arr) {
+          for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(src[arr][d]));
+        }
+        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+        const std::size_t kh = static_cast<std::size_t>(kb) * hkv + h;
+        kscale[kh] = qt.scale;
+        for (int arr = 0; arr < kArrays; ++arr) {
+          for (int d = 0; d < D; ++d) {
+            kq[(kh * kArrays + arr) * D + d] = exact::quantize(src[arr][d], qt.inv, kLevels);
+          }
+        }
+      }
+    }
+    for (int h = 0; h < c.num_q_heads; ++h) {
+      const int kvh = h / G;
+      for (int qb = 0; qb < n_qb; ++qb) {
+        const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
+        const int rows = min_of(Bq, s.q_len - qb * Bq);
+        const int n_cand = span.last_kb + 1;
+        // Quantized query rows.
+        qi.assign(static_cast<std::size_t>(rows) * D, 0);
+        row_t.assign(rows, 0.0f);
+        row_pos.assign(rows, 0);
+        for (int t = 0; t < rows; ++t) {
+          const std::size_t base = static_cast<std::size_t>((s.q_begin + qb * Bq + t) * q_stride) +
+                                   static_cast<std::size_t>(h) * D;
+          float amax = 0.0f;
+          for (int d = 0; d < D; ++d)
+            amax = std::max(amax, exact::abs(load_float(a.batch.q, c.dtype, base + d)));
+          const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+          for (int d = 0; d < D; ++d) {
+            qi[static_cast<std::size_t>(t) * D + d] =
+                exact::quantize(load_float(a.batch.q, c.dtype, base + d), qt.inv, kLevels);
+          }
+          row_t[t] = exact::mul(qt.scale, cexp);
+          row_pos[t] = span.first_pos + t;
+        }
+        // Per block: maximum logit over the rows that score it, then the fixed-point sum.
+        m_row.assign(n_cand, 0.0f);
+        f_row.assign(n_cand, 0u);
+        svals.assign(rows, 0.0f);
+        for (int kb = 0; kb < n_cand; ++kb) {
+          const std::size_t kh = static_cast<std::size_t>(kb) * hkv + kvh;
+          const int* kmax = &kq[kh * kArrays * D];
+          const int* kmin = kBound ? kmax + D : nullptr;
+          std::uint32_t mkey = exact::kOrderedMinusInf;
+          for (int t = 0; t < rows; ++t) {
+            if (!scores_block(kb, row_pos[t], Bk, s.kv_len)) continue;
+            const int* q = &qi[static_cast<std::size_t>(t) * D];
+            int dot = 0;
+            for (int d = 0; d < D; ++d) {
+              if constexpr (kBound) {
+                dot += q[d] >= 0 ? q[d] * kmax[d] : q[d] * kmin[d];
+              } else {
+                dot += q[d] * kmax[d];
+              }
+            }
+            svals[t] = logit(static_cast<float>(dot), row_t[t], kscale[kh]);
+            mkey = std::max(mkey, exact::ordered_key(svals[t]));
+          }
+          const float m = exact::from_ordered_key(mkey);
+          std::uint32_t f = 0;
+          if (mkey != exact::kOrderedMinusInf) {
+            for (int t = 0; t < rows; ++t) {
+              if (scores_block(kb, row_pos[t], Bk, s.kv_len))
+                f += exact::fix_exp2(exact::sub(svals[t], m));
+            }
+          }
+          m_row[kb] = m;
+          f_row[kb] = f;
+        }
+        // Selection.
+        std::uint32_t row_key = exact::kOrderedMinusInf;
+        for (int kb = 0; kb < n_cand; ++kb)
+          row_key = std::max(row_key, exact::ordered_key(m_row[kb]));
+        const float row_max = exact::from_ordered_key(row_key);
+        s_row.assign(n_cand, -1.0f);
+        float best = -1.0f;
+        keys.clear();
+        for (int kb = 0; kb < n_cand; ++kb) {
+          s_row[kb] = block_score(m_row[kb], f_row[kb], row_max);
+          best = std::max(best, s_row[kb]);
+          if (s_row[kb] >= 0.0f) {
+            keys.push_back((std::uint64_t{exact::bits_of(s_row[kb])} << 32) |
+                           static_cast<std::uint32_t>(kb));
+          }
+        }
+        const float thr = exact::mul(p.alpha, best);
+        std::uint64_t topk_min = ~std::uint64_t{0};
+        const int k = std::min<int>(p.min_budget, static_cast<int>(keys.size()));
+        if (k > 0) {
+          std::sort(keys.begin(), keys.end(), std::greater<>());
+          topk_min = keys[k - 1];
+        }
+        std::uint32_t* row = a.mask.row(b, h, qb);
+        for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
+          std::uint32_t word = 0;
+          for (int bit = 0; bit < 32; ++bit) {
+            const int kb = w * 32 + bit;
+            if (kb > span.last_kb) break;
+            bool on = forced_on(p, span, kb, qb, n_qb, final_chunk);
+            if (!on && s_row[kb] >= 0.0f) {
+              const std::uint64_t key =
+                  (std::uint64_t{exact::bits_of(s_row[kb])} << 32) | static_cast<std::uint32_t>(kb);
+              on = s_row[kb] >= thr || (k > 0 && key >= topk_min);
+            }
+            if (on) word |= 1u << bit;
+          }
+          row[w] = word;
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Device kernels.
+
+/// Quantizes the summaries of every block of every sequence into bf16 integers plus one scale
+/// per (sequence, KV head, block): one warp per (b, kb, kvh) of the limits' layout.
+template <bool kBound, int kD>
+__global__ void __launch_bounds__(256)
+    quantize_summaries_kernel(AttentionConfig c, int max_kv_blocks, ChunkBatch batch,
+                              KeySummaries sum, Scratch scr) {
+  const int lane = threadIdx.x & 31;
+  const long long wid = static_cast<long long>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int kvh = static_cast<int>(wid % c.num_kv_heads);
+  const long long rest = wid / c.num_kv_heads;
+  const int kb = static_cast<int>(rest % max_kv_blocks);
+  const int b = static_cast<int>(rest / max_kv_blocks);
+  if (b >= batch.num_seqs) return;
+  if (kb >= ceil_div(batch.kv_lens[b], c.block_k)) return;
+  constexpr int kPer = kD / 32;
+  constexpr int kArrays = kBound ? 2 : 1;
+  const int slot = sum.slot(b);
+  const bool ok = slot >= 0 && slot < sum.num_slots;  // host mirrors check this
+  const std::int64_t at = ok ? sum.offset(slot, kb, kvh, c.num_kv_heads, kD) : 0;
+  float x[kArrays][kPer];
+  float amax = 0.0f;
+#pragma unroll
+  for (int arr = 0; arr < kArrays; ++arr) {
+    const float* src = kBound ? (arr == 0 ? sum.max_k : sum.min_k) : sum.mean_k;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      x[arr][j] = ok ? src[at + lane + 32 * j] : 0.0f;
+      amax = fmaxf(amax, exact::abs(x[arr][j]));
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+  const std::int64_t row = (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * scr.kv_pad + kb;
+#pragma unroll
+  for (int arr = 0; arr < kArrays; ++arr) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      scr.kq[arr * scr.kq_array_elems + row * kD + lane + 32 * j] =
+          __int2bfloat16_rn(exact::quantize(x[arr][j], qt.inv, kLevels));
+    }
+  }
+  if (lane == 0) scr.kscale[row] = qt.scale;
+}
+
+/// Warps and m16 row atoms per warp of the scoring kernel.
+template <int kWarps_, int kAtoms_>
+struct CtaShape {
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kAtoms = kAtoms_;
+};
+
+/// Compile-time geometry of the scoring kernel.
+template <class T, int kD_, class Shape, bool kBound_>
+struct Traits {
+  using Element = T;
+  static constexpr bool kBound = kBound_;
+  static constexpr int kD = kD_;
+  static constexpr int kWarps = Shape::kWarps;
+  static constexpr int kAtoms = Shape::kAtoms;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRows = kWarps * 16 * kAtoms;  // packed (head, token) rows per CTA
+  static constexpr int kN = kTileKeys;
+  static constexpr int kNAtoms = kN / 8;
+  static constexpr int kKSteps = kD / 16;
+  static constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  static constexpr int kArrays = kBound ? 2 : 1;
+  static constexpr int kMaxHeads = kMaxHeadsPerCta;
+
+  static constexpr int kQBytes = kRows * kD * 2;
+  static constexpr int kKArrayBytes = kN * kD * 2;
+  static constexpr int kKStageBytes = kArrays * kKArrayBytes;
+  static constexpr int kOffK = kQBytes;
+  static constexpr int kOffScale = kOffK + 2 * kKStageBytes;  // [2][kN] float
+  static constexpr int kOffRowT = kOffScale + 2 * kN * 4;     // [kRows] float
+  static constexpr int kOffRedMax = kOffRowT + kRows * 4;     // [2][kMaxHeads][kN] u32
+  static constexpr int kOffRedSum = kOffRedMax + 2 * kMaxHeads * kN * 4;
+  static constexpr int kSmemBytes = kOffRedSum + 2 * kMaxHeads * kN * 4;
+
+  static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
+  static_assert(kThreads % kChunks == 0 && kRows % (kThreads / kChunks) == 0,
+                "query loads must tile the packed rows exactly");
+  static_assert(kN % 16 == 0, "ldmatrix reads keys in groups of 16");
+  static_assert(kMaxHeads * kN <= kThreads, "one thread per (head, key) writes the tile results");
+
+  /// 16-byte chunk index of (row, chunk) in a row-major tile: chunk ^ (row % 8) keeps the eight
+  /// rows an ldmatrix reads in distinct banks.
+  static __device__ __forceinline__ int swizzle(int row, int chunk) {
+    return row * kChunks + (chunk ^ (row & 7));
+  }
+};
+
+/// Everything the scoring kernel reads besides the traits.
+struct ScoreParams {
+  AttentionConfig c;
+  ChunkBatch batch;
+  FlashPrefillParams fp;
+  Scratch scr;
+  BlockMask mask;
+  float cexp = 0.0f;      ///< softmax scale * log2(e)
+  int heads_per_cta = 1;  ///< hpc: heads of one GQA group packed into a CTA
+  int head_chunks = 1;    ///< G / hpc
+  int q_blocks = 0;       ///< Query blocks per (sequence, head) in the score scratch.
+};
+
+/// Mask of the sign bits of two packed bf16 (0xffff where negative).
+__device__ __forceinline__ std::uint32_t neg_lanes(std::uint32_t x) {
+  return ((x >> 15) & 0x00010001u) * 0xffffu;
+}
+
+/// Scoring + selection for one (sequence, KV head, head chunk, query block): packed rows are
+/// (local head g, token t) = (r / Bq, r % Bq). Every mean-key tile loaded into shared memory is
+/// used by all packed heads (GQA packing); each head's scores and mask rows are its own, so the
+/// result is exactly the per-head computation.
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
+  using T = typename Tr::Element;
+  using bf16 = __nv_bfloat16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem);
+  bf16* sK = reinterpret_cast<bf16*>(smem + Tr::kOffK);
+  float* sScale = reinterpret_cast<float*>(smem + Tr::kOffScale);
+  float* sRowT = reinterpret_cast<float*>(smem + Tr::kOffRowT);
+  std::uint32_t* sRedMax = reinterpret_cast<std::uint32_t*>(smem + Tr::kOffRedMax);
+  std::uint32_t* sRedSum = reinterpret_cast<std::uint32_t*>(smem + Tr::kOffRedSum);
+
+  const AttentionConfig& c = p.c;
+  const int Bq = c.block_q, Bk = c.block_k;
+  const int qb = blockIdx.x;
+  int y = blockIdx.y;
+  const int hc = y % p.head_chunks;
+  y /= p.head_chunks;
+  const int kvh = y % c.num_kv_heads;
+  const int b = y / c.num_kv_heads;
+  if (b >= p.batch.num_seqs) return;
+  const SeqInfo s = seq_info(p.batch, b);
+  if (qb * Bq >= s.q_len) return;
+  const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
+  const int rows = min_of(Bq, s.q_len - qb * Bq);
+  const int n_kb = ceil_div(s.kv_len, Bk);
+  const int n_cand = span.last_kb + 1;
+  const int n_tiles = ceil_div(n_cand, Tr::kN);
+  const int hpc = p.heads_per_cta;
+  const int h0 = kvh * c.gqa_group() + hc * hpc;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const std::int64_t key_row0 =
+      (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.scr.kv_pad;
+
+  for (int i = tid; i < 2 * Tr::kMaxHeads * Tr::kN; i += Tr::kThreads) {
+    sRedMax[i] = exact::kOrderedMinusInf;
+    sRedSum[i] = 0u;
+  }
+
+  // Issues the cp.async copies of mean-key tile `it` into stage `stage` (keys past the
+  // sequence's blocks are zero-filled without a read).
+  auto load_tile = [&](int it, int stage) {
+    const int n0 = it * Tr::kN;
+    constexpr int kTotal = Tr::kArrays * Tr::kN * Tr::kChunks;
+#pragma unroll
+    for (int j = 0; j < ceil_div(kTotal, Tr::kThreads); ++j) {
+      const int i = tid + j * Tr::kThreads;
+      if (kTotal % Tr::kThreads != 0 && i >= kTotal) break;
+      const int arr = i / (Tr::kN * Tr::kChunks);
+      const int key = (i / Tr::kChunks) % Tr::kN;
+      const int ch = i % Tr::kChunks;
+      const bool ok = n0 + key < n_kb;
+      const bf16* src =
+          p.scr.kq + arr * p.scr.kq_array_elems + (key_row0 + n0 + key) * Tr::kD + ch * 8;
+      bf16* dst = sK + (stage * Tr::kArrays + arr) * (Tr::kN * Tr::kD) + Tr::swizzle(key, ch) * 8;
+      arch::cp_async_16(dst, ok ? src : p.scr.kq, ok);
+    }
+    if (tid < Tr::kN / 4) {
+      const bool ok = n0 + 4 * tid < n_kb;
+      arch::cp_async_16(sScale + stage * Tr::kN + 4 * tid,
+                        ok ? p.scr.kscale + key_row0 + n0 + 4 * tid : p.scr.kscale, ok);
+    }
+  };
+  load_tile(0, 0);
+  arch::cp_async_commit();
+
+  // Query rows: load, quantize per row (absmax over D), store as bf16 integers.
+  {
+    const T* q = static_cast<const T*>(p.batch.q);
+    const std::int64_t q_stride =
+        p.batch.q_stride != 0 ? p.batch.q_stride : std::int64_t{c.num_q_heads} * Tr::kD;
+    constexpr int kRowsPerPass = Tr::kThreads / Tr::kChunks;
+    const int ch = tid % Tr::kChunks;
+#pragma unroll 1
+    for (int r0 = 0; r0 < Tr::kRows; r0 += kRowsPerPass) {
+      const int r = r0 + tid / Tr::kChunks;
+      const int g = r / Bq, t = r % Bq;
+      const bool valid = g < hpc && t < rows;
+      float x[8];
+      if (valid) {
+        const uint4 raw =
+            *reinterpret_cast<const uint4*>(q + (s.q_begin + qb * Bq + t) * q_stride +
+                                            static_cast<std::int64_t>(h0 + g) * Tr::kD + ch * 8);
+        const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float2 f;
+          if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+            __nv_bfloat162 v;
+            std::memcpy(&v, &w[i], 4);
+            f = __bfloat1622float2(v);
+          } else {
+            __half2 v;
+            std::memcpy(&v, &w[i], 4);
+            f = __half22float2(v);
+          }
+          x[2 * i] = f.x;
+          x[2 * i + 1] = f.y;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = 0.0f;
+      }
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+#pragma unroll
+      for (int o = Tr::kChunks / 2; o > 0; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      }
+      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+      std::uint32_t packed[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const __nv_bfloat162 v =
+            __halves2bfloat162(__int2bfloat16_rn(exact::quantize(x[2 * i], qt.inv, kLevels)),
+                               __int2bfloat16_rn(exact::quantize(x[2 * i + 1], qt.inv, kLevels)));
+        std::memcpy(&packed[i], &v, 4);
+      }
+      *reinterpret_cast<uint4*>(sQ + Tr::swizzle(r, ch) * 8) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      if (ch == 0) sRowT[r] = valid ? exact::mul(qt.scale, p.cexp) : 0.0f;
+    }
+  }
+  __syncthreads();
+
+  // This thread's accumulator rows: atom a, half hh -> packed row warp*16*kAtoms + 16a + lane/4 +
+  // 8hh.
+  const int warp_row0 = warp * 16 * Tr::kAtoms;
+  int row_pos[Tr::kAtoms][2];
+  float row_t[Tr::kAtoms][2];
+  int atom_head[Tr::kAtoms];
+#pragma unroll
+  for (int a = 0; a < Tr::kAtoms; ++a) {
+    atom_head[a] = (warp_row0 + 16 * a) / Bq;  // Bq >= 16: an atom lies in one head
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = warp_row0 + 16 * a + (lane >> 2) + 8 * hh;
+      const int g = r / Bq, t = r % Bq;
+      const bool valid = g < hpc && t < rows;
+      row_pos[a][hh] = valid ? span.first_pos + t : -1;
+      row_t[a][hh] = sRowT[r];
+    }
+  }
+
+  const int mi = lane & 7, mj = lane >> 3;
+  const std::int64_t mask_rows = static_cast<std::int64_t>(p.q_blocks);
+  auto score_row = [&](int h) -> std::int64_t {
+    return ((static_cast<std::int64_t>(b) * c.num_q_heads + h) * mask_rows + qb) * p.scr.kv_pad;
+  };
+
+#pragma unroll 1
+  for (int it = 0; it < n_tiles; ++it) {
+    const int stage = it & 1;
+    const int n0 = it * Tr::kN;
+    std::uint32_t* red_max = sRedMax + stage * Tr::kMaxHeads * Tr::kN;
+    std::uint32_t* red_sum = sRedSum + stage * Tr::kMaxHeads * Tr::kN;
+    if (it + 1 < n_tiles) {
+      load_tile(it + 1, stage ^ 1);
+      arch::cp_async_commit();
+      arch::cp_async_wait<1>();
+    } else {
+      arch::cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    // S = Q K^T: exact integers in fp32.
+    float acc[Tr::kAtoms][Tr::kNAtoms][4];
+#pragma unroll
+    for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[a][n][e] = 0.0f;
+      }
+    }
+    const bf16* sKs = sK + stage * Tr::kArrays * Tr::kN * Tr::kD;
+#pragma unroll
+    for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+      std::uint32_t bfrag[Tr::kArrays][Tr::kNAtoms][2];
+#pragma unroll
+      for (int arr = 0; arr < Tr::kArrays; ++arr) {
+#pragma unroll
+        for (int np = 0; np < Tr::kNAtoms / 2; ++np) {
+          std::uint32_t r4[4];
+          const int key = np * 16 + mi + 8 * (mj >> 1);
+          arch::ldmatrix_x4(r4,
+                            sKs + arr * Tr::kN * Tr::kD + Tr::swizzle(key, 2 * ks + (mj & 1)) * 8);
+          bfrag[arr][2 * np][0] = r4[0];
+          bfrag[arr][2 * np][1] = r4[1];
+          bfrag[arr][2 * np + 1][0] = r4[2];
+          bfrag[arr][2 * np + 1][1] = r4[3];
+        }
+      }
+#pragma unroll
+      for (int a = 0; a < Tr::kAtoms; ++a) {
+        std::uint32_t qa[4];
+        const int row = warp_row0 + 16 * a + mi + 8 * (mj & 1);
+        arch::ldmatrix_x4(qa, sQ + Tr::swizzle(row, 2 * ks + (mj >> 1)) * 8);
+        if constexpr (Tr::kBound) {
+          std::uint32_t qp[4], qn[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const std::uint32_t neg = neg_lanes(qa[i]);
+            qp[i] = qa[i] & ~neg;
+            qn[i] = qa[i] & neg;
+          }
+#pragma unroll
+          for (int n = 0; n < Tr::kNAtoms; ++n) {
+            arch::mma_16816<bf16>(acc[a][n], qp, bfrag[0][n]);
+            arch::mma_16816<bf16>(acc[a][n], qn, bfrag[1][n]);
+          }
+        } else {
+#pragma unroll
+          for (int n = 0; n < Tr::kNAtoms; ++n) arch::mma_16816<bf16>(acc[a][n], qa, bfrag[0][n]);
+        }
+      }
+    }
+
+    // Logits (log2 domain); -inf where the row does not score the block.
+    const float* scale_t = sScale + stage * Tr::kN;
+#pragma unroll
+    for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = n * 8 + 2 * (lane & 3) + e;
+        const int kb = n0 + col;
+        const float ks_ = scale_t[col];
+#pragma unroll
+        for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const bool scored = kb < n_cand && row_pos[a][hh] >= 0 &&
+                                scores_block(kb, row_pos[a][hh], Bk, s.kv_len);
+            acc[a][n][2 * hh + e] =
+                scored ? logit(acc[a][n][2 * hh + e], row_t[a][hh], ks_) : -INFINITY;
+          }
+        }
+      }
+    }
+
+    // Per (head, block): maximum over the head's rows (ordered keys, order-free).
+    {
+      std::uint32_t run[Tr::kNAtoms][2];
+#pragma unroll
+      for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            std::uint32_t u =
+                max(exact::ordered_key(acc[a][n][e]), exact::ordered_key(acc[a][n][2 + e]));
+            u = max(u, __shfl_xor_sync(0xffffffffu, u, 4));
+            u = max(u, __shfl_xor_sync(0xffffffffu, u, 8));
+            u = max(u, __shfl_xor_sync(0xffffffffu, u, 16));
+            run[n][e] = (a > 0 && atom_head[a] == atom_head[a - 1]) ? max(run[n][e], u) : u;
+          }
+        }
+        const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
+        if (flush && lane < 4 && atom_head[a] < hpc) {
+#pragma unroll
+          for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              atomicMax(&red_max[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], run[n][e]);
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+
+    // Per (head, block): fixed-point sum of 2^(logit - max) over the head's rows (integer,
+    // order-free).
+    {
+      std::uint32_t run[Tr::kNAtoms][2];
+#pragma unroll
+      for (int a = 0; a < Tr::kAtoms; ++a) {
+        const int g = min_of(atom_head[a], Tr::kMaxHeads - 1);
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float m =
+                exact::from_ordered_key(red_max[g * Tr::kN + n * 8 + 2 * (lane & 3) + e]);
+            std::uint32_t f = 0;
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              const float v = acc[a][n][2 * hh + e];
+              if (v != -INFINITY) f += exact::fix_exp2(exact::sub(v, m));
+            }
+            f += __shfl_xor_sync(0xffffffffu, f, 4);
+            f += __shfl_xor_sync(0xffffffffu, f, 8);
+            f += __shfl_xor_sync(0xffffffffu, f, 16);
+            run[n][e] = (a > 0 && atom_head[a] == atom_head[a - 1]) ? run[n][e] + f : f;
+          }
+        }
+        const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
+        if (flush && lane < 4 && atom_head[a] < hpc) {
+#pragma unroll
+          for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              atomicAdd(&red_sum[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], run[n][e]);
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+
+    // One thread per (head, block) stores the tile's results and resets this parity's buffers.
+    if (tid < hpc * Tr::kN) {
+      const int g = tid / Tr::kN, col = tid % Tr::kN, kb = n0 + col;
+      if (kb < n_cand) {
+        const std::int64_t at = score_row(h0 + g) + kb;
+        p.scr.score_m[at] = exact::from_ordered_key(red_max[g * Tr::kN + col]);
+        p.scr.score_f[at] = red_sum[g * Tr::kN + col];
+      }
+      red_max[g * Tr::kN + col] = exact::kOrderedMinusInf;
+      red_sum[g * Tr::kN + col] = 0u;
+    }
+  }
+  __syncthreads();  // the scores of every block are in global memory, visible to the CTA
+
+  // Selection: one warp per packed head.
+  if (warp >= hpc) return;
+  const int h = h0 + warp;
+  const std::int64_t base = score_row(h);
+  float* score_s = reinterpret_cast<float*>(p.scr.score_f);  // scores overwrite the sums
+  std::uint32_t mkey = exact::kOrderedMinusInf;
+  for (int kb = lane; kb < n_cand; kb += 32)
+    mkey = max(mkey, exact::ordered_key(p.scr.score_m[base + kb]));
+  mkey = __reduce_max_sync(0xffffffffu, mkey);
+  const float row_max = exact::from_ordered_key(mkey);
+  float best = -1.0f;
+  int scored = 0;
+  for (int kb = lane; kb < n_cand; kb += 32) {
+    const float sc = block_score(p.scr.score_m[base + kb], p.scr.score_f[base + kb], row_max);
+    score_s[base + kb] = sc;
+    best = fmaxf(best, sc);
+    scored += sc >= 0.0f ? 1 : 0;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, o));
+  scored = __reduce_add_sync(0xffffffffu, scored);
+  const float thr = exact::mul(p.fp.alpha, best);
+
+  // Minimum budget: the k best blocks by (score, kb), found by bitwise search on the score bits,
+  // then on kb among the ties at the k-th score.
+  const int k = min_of(p.fp.min_budget, scored);
+  std::uint32_t tie_bits = 0xffffffffu;  // scores above tie_bits, and the ties with kb >= tie_kb
+  int tie_kb = 0;
+  if (k > 0) {
+    auto count = [&](auto&& pred) {
+      int cnt = 0;
+      for (int kb = lane; kb < n_cand; kb += 32) {
+        const float sc = score_s[base + kb];
+        if (sc >= 0.0f && pred(exact::bits_of(sc), kb)) ++cnt;
+      }
+      return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)));
+    };
+    std::uint32_t v = 0;
+    for (int bit = 30; bit >= 0; --bit) {
+      const std::uint32_t cand = v | (1u << bit);
+      if (count([&](std::uint32_t u, int) { return u >= cand; }) >= k) v = cand;
+    }
+    const int need = k - count([&](std::uint32_t u, int) { return u > v; });
+    int u_kb = 0;
+    for (int bit = 31 - __clz(max(n_cand - 1, 1)); bit >= 0; --bit) {
+      const int cand = u_kb | (1 << bit);
+      if (cand >= n_cand) continue;
+      if (count([&](std::uint32_t u, int kb) { return u == v && kb >= cand; }) >= need) u_kb = cand;
+    }
+    tie_bits = v;
+    tie_kb = u_kb;
+  }
+
+  const int n_qb = ceil_div(s.q_len, Bq);
+  const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
+  std::uint32_t* out = p.mask.row(b, h, qb);
+  for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
+    const int kb = w * 32 + lane;
+    bool on = false;
+    if (kb <= span.last_kb) {
+      on = forced_on(p.fp, span, kb, qb, n_qb, final_chunk);
+      if (!on) {
+        const float sc = score_s[base + kb];
+        if (sc >= 0.0f) {
+          const std::uint32_t u = exact::bits_of(sc);
+          on = sc >= thr || (k > 0 && (u > tie_bits || (u == tie_bits && kb >= tie_kb)));
+        }
+      }
+    }
+    const std::uint32_t word = __ballot_sync(0xffffffffu, on);
+    if (lane == 0) out[w] = word;
+  }
+}
+
+/// Heads of one GQA group packed per CTA: the largest divisor of G that fits kMaxPackedRows.
+inline int heads_per_cta(const AttentionConfig& c, bool bound) {
+  const int G = c.gqa_group();
+  const int max_rows = bound ? kMaxPackedRows<true> : kMaxPackedRows<false>;
+  int best = 1;
+  for (int h = 1; h <= min_of(G, kMaxHeadsPerCta); ++h) {
+    if (G % h == 0 && h * c.block_q <= max_rows) best = h;
+  }
+  return best;
+}
+
+/// Runtime (dtype, head dim, packed rows) to the kernel instantiations; throws naming the field.
+template <bool kBound, class F>
+void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
+  require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
+          "64 or 128 for the device build of the summary-score mask sources");
+  auto by_shape = [&]<class T, int kD>() {
+    if (packed_rows <= 128) return f.template operator()<Traits<T, kD, CtaShape<8, 1>, kBound>>();
+    if (packed_rows <= 256) return f.template operator()<Traits<T, kD, CtaShape<8, 2>, kBound>>();
+    if constexpr (!kBound) return f.template operator()<Traits<T, kD, CtaShape<16, 2>, kBound>>();
+    fail("packed rows", packed_rows, "at most 256 for QuestMask");
+  };
+  auto by_dim = [&]<class T>() {
+    if (c.head_dim == 128) return by_shape.template operator()<T, 128>();
+    return by_shape.template operator()<T, 64>();
+  };
+  if (c.dtype == DType::bf16) return by_dim.template operator()<__nv_bfloat16>();
+  return by_dim.template operator()<__half>();
+}
+
+}  // namespace flash_prefill
+
+/// FlashPrefill's block-sparse estimator over the per-block mean-key cache (DESIGN.md 2 and 4).
+///
+/// For every mask row (sequence b, query head h, query block qb of the chunk), with Bq / Bk the
+/// config's block sizes, rows t of the block at absolute positions pos_t, and kvh = h / G:
+///
+/// 1. Candidates: KV blocks kb <= last_kb (the block of the block's last row). Row t *scores*
+///    block kb when it sees all of it: min((kb + 1) * Bk, L_b) - 1 <= pos_t (FlashPrefill's
+///    causal rule on pooled keys). Every block before the chunk is scored by every row; a
+///    block the chunk reaches into is scored only by rows at or after its last valid token.
+/// 2. Logit (log2 domain): l[t][kb] = q_t . mean_k[kb][kvh] * scale * log2(e), where mean_k is
+///    the cached fp32 mean over the block's valid tokens (KeySummaries, kept by append_kv; the K
+///    cache is never read) and scale = config.scale(). q_t and mean_k are quantized to integers
+///    in [-255, 255] with one absmax scale each (see exact_math.hpp), so the dot product is an
+///    exact integer on tensor cores and on the host: l = (I * (s_q * scale * log2 e)) * s_k.
+/// 3. Block statistics, as FlashPrefill's kernel: m[kb] = max_t l[t][kb] and
+///    F[kb] = sum_t 2^(l[t][kb] - m[kb]) over the rows that score kb (the sum in fixed point,
+///    2^20 units, truncated per term).
+/// 4. Normalization over kb, as FlashPrefill's normalize_scores(): with M = max_kb m[kb], the
+///    block score is S[kb] = F[kb] * 2^(m[kb] - M), i.e. the share of the query block's
+///    pooled attention mass on block kb, up to the common factor sum_kb S[kb] (dividing by it,
+///    as the paper does, changes no decision below, so it is skipped).
+/// 5. Selection of kb <= last_kb (never a later block): kept when forced on (the chunk's own
+///    causal blocks kb >= chunk_first_kb, the sink kb < sink_blocks, the window
+///    kb > first_kb - window_blocks, or — only where ChunkBatch::final_chunk[b] != 0 — every
+///    block of the last last_full_blocks query blocks of the chunk, FlashPrefill's "last full
+///    blocks"), or when scored with S[kb] >= alpha * max_kb S[kb], or among the min_budget best
+///    scored blocks ordered by (S, kb) descending (ties to the later block).
+///
+/// Exactness: host and device compute identical fp32 bits (integer dot products, explicitly
+/// rounded fp32 steps, a shared polynomial exp2, integer fixed-point sums, ordered maxima), so
+/// the device mask equals build_host() bit for bit, with no tolerance and no tie ambiguity.
+///
+/// GQA: the device kernel packs heads of a GQA group (up to 8 heads and 512 rows, 256 for Quest:
+/// all 4 heads of a TP2 group at Bq = 128) against each summary tile held in shared memory; scores and mask rows stay per head, so the mask equals
+/// the per-head computation and any union of it is the explicit union.
+///
+/// Device build: a quantization pass over the summaries, then one CTA per (sequence, KV head,
+/// head chunk, query block) of the limits' layout: mma.sync m16n8k16 over 32-key tiles
+/// (cp.async double buffering), shared-memory reductions, then one warp per head selects and
+/// writes the row's words. Scratch: workspace_bytes(). Head dims 64 and 128, bf16 and fp16
+/// queries, any page size (pages are never read).
+template <class Score = MeanKeyScore>
+struct FlashPrefillMask {
+  FlashPrefillParams params{};
+
+  FlashPrefillMask() = default;
+  explicit FlashPrefillMask(const FlashPrefillParams& p) : params(p) {}
+
+  /// Validates the hyperparameters (compact::Error names `<mask> params.<field>`).
+  void configure(const AttentionConfig&, const PlanLimits&) const { params.validate(Score::kName); }
+
+  /// Scratch of the device build (quantized summaries, per-block statistics).
+  std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
+    return flash_prefill::Scratch::carve(c, l, Score::kBound, nullptr, 0).bytes;
+  }
+
+  /// Host reference: every pointer in `a` is host memory.
+  void build_host(const MaskArgs& a) const {
+    check(a, Space::host);
+    flash_prefill::build_host<Score::kBound>(a, params);
+  }
+
+  /// Device build: two launches with grids fixed by the limits, no allocation, no sync.
+  void build_device(const MaskArgs& a, cudaStream_t stream) const {
+    check(a, Space::device);
+    using namespace flash_prefill;
+    const AttentionConfig& c = a.config;
+    require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
+            detail::cat("64 or 128 for the device build of ", Score::kName));
+    const Geometry geo = Geometry::of(c, a.limits);
+    require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
+    const Scratch scr = Scratch::carve(c, a.limits, Score::kBound, a.scratch.data, a.scratch.bytes);
+    {
+      const long long warps =
+          static_cast<long long>(a.limits.max_batch) * geo.max_kv_blocks * c.num_kv_heads;
+      const int blocks = static_cast<int>(ceil_div(warps, 8LL));
+      if (c.head_dim == 128) {
+        quantize_summaries_kernel<Score::kBound, 128>
+            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, scr);
+      } else {
+        quantize_summaries_kernel<Score::kBound, 64>
+            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, scr);
+      }
+      COMPACT_CHECK_LAUNCH("quantize_summaries_kernel");
+    }
+    ScoreParams sp;
+    sp.c = c;
+    sp.batch = a.batch;
+    sp.fp = params;
+    sp.scr = scr;
+    sp.mask = a.mask;
+    sp.cexp = exact::mul(c.scale(), exact::kLog2e);
+    sp.heads_per_cta = heads_per_cta(c, Score::kBound);
+    sp.head_chunks = c.gqa_group() / sp.heads_per_cta;
+    sp.q_blocks = geo.max_q_blocks;
+    const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_kv_heads * sp.head_chunks);
+    dispatch<Score::kBound>(c, sp.heads_per_cta * c.block_q, [&]<class Tr>() {
+      const auto kernel = score_kernel<Tr>;
+      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              Tr::kSmemBytes));
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
+      COMPACT_CHECK_LAUNCH("flash_prefill score_kernel");
+    });
+  }
+
+ private:
+  void check(const MaskArgs& a, Space space) const {
+    params.validate(Score::kName);
+    SummaryNeeds needs;
+    needs.mean_k = !Score::kBound;
+    needs.min_max_k = Score::kBound;
+    validate_summaries(a.config, a.limits, a.batch.num_seqs, a.cache.summaries, space, needs,
+                       Score::kName);
+    require_not_null(a.mask.bits, "mask.bits");
+  }
+};
+
+}  // namespace compact

@@ -1,0 +1,862 @@
+/// @file xattention_mask.cuh
+/// @brief XAttentionMask: strided antidiagonal block scores with a cumulative-probability
+/// threshold (XAttention), host reference and device kernels that agree bit for bit.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include "compact/arch/cp_async.cuh"
+#include "compact/arch/ldmatrix.cuh"
+#include "compact/arch/mma.cuh"
+#include "compact/concepts/mask_source.hpp"
+#include "compact/core/cuda_check.hpp"
+#include "compact/core/dtype.hpp"
+#include "compact/core/error.hpp"
+#include "compact/core/policy_args.hpp"
+#include "compact/core/workspace.hpp"
+#include "compact/mask/exact_math.hpp"
+#include "compact/mask/query_block_span.hpp"
+
+namespace compact {
+
+/// Hyperparameters of XAttentionMask (defaults: the XAttention paper's code).
+struct XAttentionParams {
+  /// Antidiagonal stride S: a power of two that divides config.block_q and config.block_k, with
+  /// block_k / S <= 32 (so S >= 4 at Bk = 128). The paper uses 8 (and 16).
+  int stride = 8;
+  /// Keep the fewest best blocks whose estimated attention mass reaches this share of the row's
+  /// total, in (0, 1]. The paper uses 0.9 (0.8 to 0.95).
+  float threshold = 0.9f;
+  /// KV blocks [0, sink_blocks) are always kept (XAttention always keeps block 0).
+  int sink_blocks = 1;
+
+  /// Throws compact::Error naming `XAttentionMask params.<field>` when out of range.
+  void validate(const AttentionConfig& c) const {
+    using detail::cat;
+    require(is_pow2(stride) && c.block_q % stride == 0 && c.block_k % stride == 0 &&
+                c.block_k / stride <= 32,
+            "XAttentionMask params.stride", stride,
+            cat("a power of two dividing config.block_q (", c.block_q, ") and config.block_k (",
+                c.block_k, ") with block_k / stride <= 32"));
+    require(threshold > 0.0f && threshold <= 1.0f, "XAttentionMask params.threshold", threshold,
+            "a share of the attention mass in (0, 1]");
+    require(sink_blocks >= 0, "XAttentionMask params.sink_blocks", sink_blocks, ">= 0");
+  }
+};
+
+namespace xattention {
+
+/// Quantization levels: per-token integers in [-255, 255], D * 255^2 < 2^24.
+inline constexpr int kLevels = 255;
+/// Key groups per CTA tile of the scoring kernel (a multiple of block_k / stride).
+inline constexpr int kTileGroups = 64;
+/// Reshaped query rows per CTA tile.
+inline constexpr int kTileRows = 128;
+
+/// Absolute position of the last query row of reshaped row (antidiagonal group) i of a chunk.
+COMPACT_HOST_DEVICE inline int group_last_pos(const SeqInfo& s, int i, int stride) {
+  return s.pos() + min_of(i * stride + stride - 1, s.q_len - 1);
+}
+
+/// Key group j is visible to query group i when it starts at or before the group's last row.
+COMPACT_HOST_DEVICE inline bool group_visible(const SeqInfo& s, int i, int j, int stride) {
+  return j * stride <= group_last_pos(s, i, stride);
+}
+
+/// One antidiagonal term: (I_t * a_t) * b_t with I_t the exact integer q . k of segment t and
+/// a_t, b_t the per-token scales (I + 0 turns -0 into +0).
+COMPACT_HOST_DEVICE inline float term(float dot, float a, float b) {
+  return exact::mul(exact::mul(exact::add(dot, 0.0f), a), b);
+}
+
+/// Mass of block kb for one row in fixed point: W = trunc(sigma * 2^(mu - m_row)).
+COMPACT_HOST_DEVICE inline std::uint32_t row_block_weight(float mu, std::uint32_t sigma,
+                                                          float m_row) {
+  if (exact::ordered_key(mu) == exact::kOrderedMinusInf) return 0u;
+  return exact::to_u32(exact::mul(exact::from_u32(sigma), exact::det_exp2(exact::sub(mu, m_row))));
+}
+
+/// The forced blocks of a row: sink and the chunk's own causal blocks (kb <= last_kb).
+COMPACT_HOST_DEVICE inline bool forced_on(const XAttentionParams& p, const QueryBlockSpan& span,
+                                          int kb) {
+  return kb < p.sink_blocks || kb >= span.chunk_first_kb;
+}
+
+/// threshold * total in double (the comparison runs in exact integers below 2^53).
+COMPACT_HOST_DEVICE inline double required_mass(float threshold, std::uint64_t total) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(static_cast<double>(threshold), static_cast<double>(total));
+#else
+  volatile double r = static_cast<double>(threshold) * static_cast<double>(total);
+  return r;
+#endif
+}
+
+/// Quantized per-token vectors of one head: integers and scales.
+struct TokenQuant {
+  std::vector<int> ints;
+  std::vector<float> scale;
+};
+
+/// Block scores of every query block of (b, h): A[qb][kb] for kb < last_kb(qb) + 1, the
+/// fixed-point (2^32 per row) sum over the block's antidiagonal groups of the softmax mass each
+/// group puts on block kb. Host reference of the device kernels' arithmetic; exposed for tests
+/// and tools. `a` must hold host pointers.
+inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
+                                                            const XAttentionParams& p, int b,
+                                                            int h) {
+  const AttentionConfig& c = a.config;
+  const int D = c.head_dim, S = p.stride, Bq = c.block_q, Bk = c.block_k;
+  const int G = c.gqa_group(), kvh = h / G;
+  const SeqInfo s = seq_info(a.batch, b);
+  const int n_qb = ceil_div(s.q_len, Bq);
+  std::vector<std::vector<std::uint64_t>> out(n_qb);
+  if (s.q_len <= 0) return out;
+  const float cx = exact::mul(exact::mul(c.scale(), exact::kLog2e), 1.0f / static_cast<float>(S));
+  const std::int64_t q_stride =
+      a.batch.q_stride != 0 ? a.batch.q_stride : std::int64_t{c.num_q_heads} * D;
+  auto quant_row = [&](auto&& load, std::vector<int>& ints, float& scale) {
+    float amax = 0.0f;
+    for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(load(d)));
+    const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+    for (int d = 0; d < D; ++d) ints.push_back(exact::quantize(load(d), qt.inv, kLevels));
+    scale = qt.scale;
+  };
+  TokenQuant keys, queries;
+  keys.scale.resize(s.kv_len);
+  for (int pos = 0; pos < s.kv_len; ++pos) {
+    const std::int64_t at = a.cache.offset(b, pos, kvh);
+    quant_row(
+        [&](int d) {
+          return load_float(a.cache.k_pages, c.dtype, static_cast<std::size_t>(at + d));
+        },
+        keys.ints, keys.scale[pos]);
+  }
+  queries.scale.resize(s.q_len);
+  for (int t = 0; t < s.q_len; ++t) {
+    const std::size_t at =
+        static_cast<std::size_t>((s.q_begin + t) * q_stride) + static_cast<std::size_t>(h) * D;
+    quant_row([&](int d) { return load_float(a.batch.q, c.dtype, at + d); }, queries.ints,
+              queries.scale[t]);
+  }
+  const int gpb = Bk / S;  // key groups per KV block
+  std::vector<float> x, mu;
+  std::vector<std::uint32_t> sigma, w;
+  for (int qb = 0; qb < n_qb; ++qb) {
+    const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
+    const int n_cand = span.last_kb + 1;
+    std::vector<std::uint64_t>& acc = out[qb];
+    acc.assign(n_cand, 0);
+    const int i_end = min_of((qb + 1) * Bq / S, ceil_div(s.q_len, S));
+    for (int i = qb * Bq / S; i < i_end; ++i) {
+      mu.assign(n_cand, -INFINITY);
+      sigma.assign(n_cand, 0);
+      x.assign(static_cast<std::size_t>(n_cand) * gpb, -INFINITY);
+      for (int j = 0; j < n_cand * gpb; ++j) {
+        if (!group_visible(s, i, j, S)) continue;
+        float y = 0.0f;
+        for (int t = 0; t < S; ++t) {
+          const int r = i * S + S - 1 - t, pos = j * S + t;
+          if (r >= s.q_len || pos >= s.kv_len) continue;  // zero terms (+0 leaves y unchanged)
+          const int* qi = &queries.ints[static_cast<std::size_t>(r) * D];
+          const int* ki = &keys.ints[static_cast<std::size_t>(pos) * D];
+          int dot = 0;
+          for (int d = 0; d < D; ++d) dot += qi[d] * ki[d];
+          y = exact::add(y, term(static_cast<float>(dot), queries.scale[r], keys.scale[pos]));
+        }
+        x[j] = exact::mul(y, cx);
+      }
+      std::uint32_t row_key = exact::kOrderedMinusInf;
+      for (int kb = 0; kb < n_cand; ++kb) {
+        std::uint32_t k = exact::kOrderedMinusInf;
+        for (int g = 0; g < gpb; ++g) k = std::max(k, exact::ordered_key(x[kb * gpb + g]));
+        mu[kb] = exact::from_ordered_key(k);
+        if (k != exact::kOrderedMinusInf) {
+          for (int g = 0; g < gpb; ++g) {
+            const float v = x[kb * gpb + g];
+            if (v != -INFINITY) sigma[kb] += exact::fix_exp2(exact::sub(v, mu[kb]));
+          }
+        }
+        row_key = std::max(row_key, k);
+      }
+      const float m_row = exact::from_ordered_key(row_key);
+      std::uint64_t z = 0;
+      w.assign(n_cand, 0);
+      for (int kb = 0; kb < n_cand; ++kb) {
+        w[kb] = row_block_weight(mu[kb], sigma[kb], m_row);
+        z += w[kb];
+      }
+      if (z == 0) continue;
+      for (int kb = 0; kb < n_cand; ++kb) acc[kb] += (std::uint64_t{w[kb]} << 32) / z;
+    }
+  }
+  return out;
+}
+
+/// The selection of one row from its block scores: forced blocks, then the others by
+/// (score desc, kb asc) while the mass kept so far is below threshold * total.
+inline void select_row(const XAttentionParams& p, const QueryBlockSpan& span,
+                       const std::vector<std::uint64_t>& score, int n_kb, std::uint32_t* row) {
+  const int n_cand = span.last_kb + 1;
+  std::uint64_t total = 0, kept = 0;
+  std::vector<std::pair<std::uint64_t, int>> others;
+  std::vector<char> on(n_cand, 0);
+  for (int kb = 0; kb < n_cand; ++kb) {
+    total += score[kb];
+    if (forced_on(p, span, kb)) {
+      on[kb] = 1;
+      kept += score[kb];
+    } else {
+      others.emplace_back(score[kb], kb);
+    }
+  }
+  std::sort(others.begin(), others.end(), [](const auto& l, const auto& r) {
+    return l.first != r.first ? l.first > r.first : l.second < r.second;
+  });
+  const double req = required_mass(p.threshold, total);
+  for (const auto& [mass, kb] : others) {
+    if (!(static_cast<double>(kept) < req)) break;
+    on[kb] = 1;
+    kept += mass;
+  }
+  for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
+    std::uint32_t word = 0;
+    for (int bit = 0; bit < 32 && w * 32 + bit < n_cand; ++bit) {
+      if (on[w * 32 + bit]) word |= 1u << bit;
+    }
+    row[w] = word;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Device kernels.
+
+/// Scratch of the device build, laid out from the config and limits alone.
+struct Scratch {
+  __nv_bfloat16* qq = nullptr;     ///< [total_q bound][Hq][D] quantized queries.
+  float* qscale = nullptr;         ///< [total_q bound][Hq].
+  float* mu = nullptr;             ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
+  std::uint32_t* sigma = nullptr;  ///< Same shape: fixed-point sums.
+  int groups = 0;                  ///< ceil(max_chunk / stride): reshaped rows per (b, h).
+  int kv_blocks = 0;               ///< ceil(max_kv_len / Bk).
+  std::size_t bytes = 0;
+
+  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, void* base,
+                       std::size_t bytes) {
+    const Geometry g = Geometry::of(c, l);
+    Scratch s;
+    s.groups = ceil_div(l.max_chunk, stride);
+    s.kv_blocks = g.max_kv_blocks;
+    const std::size_t rows = static_cast<std::size_t>(l.total_q_bound()) * c.num_q_heads;
+    const std::size_t cells =
+        static_cast<std::size_t>(l.max_batch) * c.num_q_heads * s.groups * s.kv_blocks;
+    WorkspaceCarver carver(base, bytes);
+    s.qq = carver.take<__nv_bfloat16>(rows * c.head_dim);
+    s.qscale = carver.take<float>(rows);
+    s.mu = carver.take<float>(cells);
+    s.sigma = carver.take<std::uint32_t>(cells);
+    s.bytes = carver.used();
+    return s;
+  }
+  COMPACT_HOST_DEVICE std::int64_t cell(int b, int h, int i, int kb, int num_q_heads) const {
+    return ((static_cast<std::int64_t>(b) * num_q_heads + h) * groups + i) * kv_blocks + kb;
+  }
+};
+
+/// Widens 8 elements of T packed in a uint4.
+template <class T>
+__device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
+  const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 f;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      __nv_bfloat162 v;
+      std::memcpy(&v, &w[i], 4);
+      f = __bfloat1622float2(v);
+    } else {
+      __half2 v;
+      std::memcpy(&v, &w[i], 4);
+      f = __half22float2(v);
+    }
+    x[2 * i] = f.x;
+    x[2 * i + 1] = f.y;
+  }
+}
+
+/// Quantizes 8 floats to bf16 integers with `inv`, packed in a uint4.
+__device__ __forceinline__ uint4 quantize8(const float (&x)[8], float inv) {
+  std::uint32_t packed[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 v =
+        __halves2bfloat162(__int2bfloat16_rn(exact::quantize(x[2 * i], inv, kLevels)),
+                           __int2bfloat16_rn(exact::quantize(x[2 * i + 1], inv, kLevels)));
+    std::memcpy(&packed[i], &v, 4);
+  }
+  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
+
+/// Per-(token, head) quantization of the queries: one group of D/8 lanes per row.
+template <class T, int kD>
+__global__ void __launch_bounds__(256)
+    quantize_queries_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr) {
+  constexpr int kChunks = kD / 8;
+  const long long row = (static_cast<long long>(blockIdx.x) * 256 + threadIdx.x) / kChunks;
+  const int ch = threadIdx.x % kChunks;
+  const int token = static_cast<int>(row / c.num_q_heads),
+            h = static_cast<int>(row % c.num_q_heads);
+  const bool valid = token < batch.cu_seqlens_q[batch.num_seqs];  // total_q may be a bound
+  const std::int64_t q_stride =
+      batch.q_stride != 0 ? batch.q_stride : std::int64_t{c.num_q_heads} * kD;
+  float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (valid) {
+    widen8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(batch.q) + token * q_stride +
+                                              static_cast<std::int64_t>(h) * kD + ch * 8),
+              x);
+  }
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+#pragma unroll
+  for (int o = kChunks / 2; o > 0; o >>= 1)
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!valid) return;
+  const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+  *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = quantize8(x, qt.inv);
+  if (ch == 0) scr.qscale[row] = qt.scale;
+}
+
+/// Compile-time geometry of the scoring kernel: a 128-row x 64-group tile, 8 warps as 4 (rows)
+/// x 2 (groups), each warp 32 x 32.
+template <class T, int kD_>
+struct ScoreTraits {
+  using Element = T;
+  static constexpr int kD = kD_;
+  static constexpr int kThreads = 256;
+  static constexpr int kM = kTileRows;
+  static constexpr int kN = kTileGroups;
+  static constexpr int kChunks = kD / 8;
+  static constexpr int kKSteps = kD / 16;
+  static constexpr int kABytes = kM * kD * 2;
+  static constexpr int kBBytes = kN * kD * 2;
+  static constexpr int kOffB = 2 * kABytes;
+  static constexpr int kOffAScale = kOffB + 2 * kBBytes;      // [2][kM]
+  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  // [kN]
+  static constexpr int kXStride = kN + 1;                     // floats per row of the logit tile
+  static constexpr int kSmemBytes = kOffBScale + kN * 4;
+  static_assert(kM * kXStride * 4 <= kOffAScale, "the logit tile reuses the query and key stages");
+  static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
+  static __device__ __forceinline__ int swizzle(int row, int chunk) {
+    return row * kChunks + (chunk ^ (row & 7));
+  }
+};
+
+/// Parameters of the scoring kernel.
+struct ScoreParams {
+  AttentionConfig c;
+  ChunkBatch batch;
+  PagedKV cache;
+  Scratch scr;
+  int stride = 8;
+  int m_tiles = 0;  ///< Row tiles per (b, kvh): ceil(G * groups / kTileRows).
+  float cx = 0.0f;  ///< softmax scale * log2(e) / stride.
+};
+
+/// Logits of one (row tile, group tile) of (b, kvh): rows are (local head g, reshaped row i) =
+/// (m / groups, m % groups); y = sum_t (I_t * a_t) * b_t in order t = 0..S-1 (one mma.sync pass
+/// over D per segment t, exact), x = y * cx; then per (row, KV block) the maximum mu and the
+/// fixed-point sum sigma of 2^(x - mu) over the block's groups.
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads, 2) score_kernel(ScoreParams p) {
+  using T = typename Tr::Element;
+  using bf16 = __nv_bfloat16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* sA = reinterpret_cast<bf16*>(smem);
+  bf16* sB = reinterpret_cast<bf16*>(smem + Tr::kOffB);
+  float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
+  float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
+  float* sX = reinterpret_cast<float*>(smem);  // after the main loop (over the Q and K stages)
+
+  const AttentionConfig& c = p.c;
+  const int S = p.stride, G = c.gqa_group();
+  const int n_tile = blockIdx.x;
+  int y = blockIdx.y;
+  const int m_tile = y % p.m_tiles;
+  y /= p.m_tiles;
+  const int kvh = y % c.num_kv_heads;
+  const int b = y / c.num_kv_heads;
+  if (b >= p.batch.num_seqs) return;
+  const SeqInfo s = seq_info(p.batch, b);
+  if (s.q_len <= 0) return;
+  const int R = ceil_div(s.q_len, S);  // reshaped rows of this chunk
+  const int Rmax = p.scr.groups;
+  const int m0 = m_tile * Tr::kM;
+  const int j0 = n_tile * Tr::kN;
+  if (j0 * S > s.kv_len - 1) return;  // no key of the tile exists
+  {
+    bool any = false;  // does the tile hold a real row?
+    for (int g = m0 / Rmax; g <= (m0 + Tr::kM - 1) / Rmax && g < G; ++g) {
+      const int lo = max_of(m0 - g * Rmax, 0);
+      any = any || lo < R;
+    }
+    if (!any) return;
+  }
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp & 3, warp_n = warp >> 2;
+  const T* pool = static_cast<const T*>(p.cache.k_pages);
+
+  auto issue = [&](int t, int stage) {
+    // Query slice: reshaped row m, segment t -> chunk row i*S + S-1-t of head kvh*G + g.
+    for (int k = tid; k < Tr::kM * Tr::kChunks; k += Tr::kThreads) {
+      const int r = k / Tr::kChunks, ch = k % Tr::kChunks;
+      const int m = m0 + r, g = m / Rmax, i = m % Rmax;
+      const int cr = i * S + S - 1 - t;
+      const bool ok = g < G && i < R && cr < s.q_len;
+      const std::int64_t row =
+          ok ? static_cast<std::int64_t>(s.q_begin + cr) * c.num_q_heads + kvh * G + g : 0;
+      arch::cp_async_16(sA + stage * Tr::kM * Tr::kD + Tr::swizzle(r, ch) * 8,
+                        ok ? p.scr.qq + row * Tr::kD + ch * 8 : p.scr.qq, ok);
+      if (ch == 0) sAScale[stage * Tr::kM + r] = ok ? p.scr.qscale[row] : 0.0f;
+    }
+    // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
+    for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
+      const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
+      const int pos = (j0 + jj) * S + t;
+      const bool ok = pos < s.kv_len;
+      const T* src = pool;  // the page table is read only for keys that exist
+      if (ok) src = pool + p.cache.offset(b, pos, kvh) + ch * 8;
+      arch::cp_async_16(sB + stage * Tr::kN * Tr::kD + Tr::swizzle(jj, ch) * 8, src, ok);
+    }
+    arch::cp_async_commit();
+  };
+
+  float acc_y[2][4][4];
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int n = 0; n < 4; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_y[a][n][e] = 0.0f;
+
+  const int mi = lane & 7, mj = lane >> 3;
+  issue(0, 0);
+#pragma unroll 1
+  for (int t = 0; t < S; ++t) {
+    const int stage = t & 1;
+    arch::cp_async_wait<0>();
+    __syncthreads();  // slice t landed; every warp is done with slice t-1
+    if (t + 1 < S) issue(t + 1, stage ^ 1);
+    // Quantize the key slice in place, one key per kChunks lanes.
+    bf16* sBs = sB + stage * Tr::kN * Tr::kD;
+    for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
+      const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
+      uint4* at = reinterpret_cast<uint4*>(sBs + Tr::swizzle(jj, ch) * 8);
+      float x[8];
+      widen8<T>(*at, x);
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+#pragma unroll
+      for (int o = Tr::kChunks / 2; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+      *at = quantize8(x, qt.inv);
+      if (ch == 0) sBScale[jj] = qt.scale;
+    }
+    __syncthreads();
+    float acc[2][4][4];
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[a][n][e] = 0.0f;
+    const bf16* sAs = sA + stage * Tr::kM * Tr::kD;
+#pragma unroll
+    for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+      std::uint32_t bfrag[4][2];
+#pragma unroll
+      for (int np = 0; np < 2; ++np) {
+        std::uint32_t r4[4];
+        const int key = warp_n * 32 + np * 16 + mi + 8 * (mj >> 1);
+        arch::ldmatrix_x4(r4, sBs + Tr::swizzle(key, 2 * ks + (mj & 1)) * 8);
+        bfrag[2 * np][0] = r4[0];
+        bfrag[2 * np][1] = r4[1];
+        bfrag[2 * np + 1][0] = r4[2];
+        bfrag[2 * np + 1][1] = r4[3];
+      }
+#pragma unroll
+      for (int a = 0; a < 2; ++a) {
+        std::uint32_t qa[4];
+        const int row = warp_m * 32 + a * 16 + mi + 8 * (mj & 1);
+        arch::ldmatrix_x4(qa, sAs + Tr::swizzle(row, 2 * ks + (mj >> 1)) * 8);
+#pragma unroll
+        for (int n = 0; n < 4; ++n) arch::mma_16816<bf16>(acc[a][n], qa, bfrag[n]);
+      }
+    }
+    // y += (I_t * a_t) * b_t in segment order.
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const float as = sAScale[stage * Tr::kM + warp_m * 32 + a * 16 + (lane >> 2) + 8 * hh];
+#pragma unroll
+        for (int n = 0; n < 4; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float bs = sBScale[warp_n * 32 + n * 8 + 2 * (lane & 3) + e];
+            acc_y[a][n][2 * hh + e] =
+                exact::add(acc_y[a][n][2 * hh + e], term(acc[a][n][2 * hh + e], as, bs));
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();  // every warp is done with the stages: the logit tile reuses them
+
+#pragma unroll
+  for (int a = 0; a < 2; ++a) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = warp_m * 32 + a * 16 + (lane >> 2) + 8 * hh;
+      const int m = m0 + r, g = m / Rmax, i = m % Rmax;
+      const bool row_ok = g < G && i < R;
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = warp_n * 32 + n * 8 + 2 * (lane & 3) + e;
+          const bool vis = row_ok && group_visible(s, i, j0 + col, S);
+          sX[r * Tr::kXStride + col] = vis ? exact::mul(acc_y[a][n][2 * hh + e], p.cx) : -INFINITY;
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Per (row, KV block of the tile): mu and sigma over the block's groups.
+  const int gpb = c.block_k / S;
+  const int blocks = Tr::kN / gpb;
+  const int n_kb = ceil_div(s.kv_len, c.block_k);
+  for (int k = tid; k < Tr::kM * blocks; k += Tr::kThreads) {
+    const int r = k / blocks, blk = k % blocks;
+    const int m = m0 + r, g = m / Rmax, i = m % Rmax;
+    const int kb = j0 / gpb + blk;
+    if (g >= G || i >= R || kb >= n_kb) continue;
+    const float* xs = sX + r * Tr::kXStride + blk * gpb;
+    std::uint32_t key = exact::kOrderedMinusInf;
+    for (int q = 0; q < gpb; ++q) key = max(key, exact::ordered_key(xs[q]));
+    const float mu = exact::from_ordered_key(key);
+    std::uint32_t sigma = 0;
+    if (key != exact::kOrderedMinusInf) {
+      for (int q = 0; q < gpb; ++q) {
+        if (xs[q] != -INFINITY) sigma += exact::fix_exp2(exact::sub(xs[q], mu));
+      }
+    }
+    const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
+    p.scr.mu[cell] = mu;
+    p.scr.sigma[cell] = sigma;
+  }
+}
+
+/// Parameters of the selection kernel.
+struct SelectParams {
+  AttentionConfig c;
+  ChunkBatch batch;
+  Scratch scr;
+  XAttentionParams xp;
+  BlockMask mask;
+  int sort_size = 0;  ///< Power of two >= kv_blocks (sort keys in shared memory).
+};
+
+/// Row normalization, block sums and cumulative-threshold selection for one (b, h, qb).
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);                  // [sort_size]
+  std::uint32_t* chosen = reinterpret_cast<std::uint32_t*>(keys + p.sort_size);  // [sort_size / 32]
+  __shared__ std::uint64_t partial[kThreads];
+  __shared__ std::uint64_t total_s, forced_s;
+
+  const AttentionConfig& c = p.c;
+  const int S = p.xp.stride;
+  const int qb = blockIdx.x;
+  const int h = blockIdx.y % c.num_q_heads;
+  const int b = blockIdx.y / c.num_q_heads;
+  if (b >= p.batch.num_seqs) return;
+  const SeqInfo s = seq_info(p.batch, b);
+  if (qb * c.block_q >= s.q_len) return;
+  const QueryBlockSpan span = query_block_span(s, qb, c.block_q, c.block_k);
+  const int n_cand = span.last_kb + 1;
+  const int n_kb = ceil_div(s.kv_len, c.block_k);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int N = p.sort_size;
+  for (int k = tid; k < N; k += kThreads) keys[k] = 0;
+  for (int k = tid; k < N / 32; k += kThreads) chosen[k] = 0;
+  __syncthreads();
+
+  // 1. Block scores: sum over the block's rows of each row's normalized mass (fixed point).
+  const int i_end = min_of((qb + 1) * c.block_q / S, ceil_div(s.q_len, S));
+  for (int i = qb * c.block_q / S + warp; i < i_end; i += kThreads / 32) {
+    const std::int64_t base = p.scr.cell(b, h, i, 0, c.num_q_heads);
+    std::uint32_t row_key = exact::kOrderedMinusInf;
+    for (int kb = lane; kb < n_cand; kb += 32)
+      row_key = max(row_key, exact::ordered_key(p.scr.mu[base + kb]));
+    row_key = __reduce_max_sync(0xffffffffu, row_key);
+    const float m_row = exact::from_ordered_key(row_key);
+    std::uint64_t z = 0;
+    for (int kb = lane; kb < n_cand; kb += 32)
+      z += row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
+    if (z == 0) continue;
+    for (int kb = lane; kb < n_cand; kb += 32) {
+      const std::uint64_t wgt =
+          row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
+      atomicAdd(reinterpret_cast<unsigned long long*>(&keys[kb]),
+                static_cast<unsigned long long>((wgt << 32) / z));
+    }
+  }
+  __syncthreads();
+
+  // 2. Total and forced mass; sort keys (score << 20 | (2^20 - 1 - kb)) for the other blocks.
+  std::uint64_t tot = 0, frc = 0;
+  for (int kb = tid; kb < n_cand; kb += kThreads) {
+    const std::uint64_t a = keys[kb];
+    tot += a;
+    if (forced_on(p.xp, span, kb)) frc += a;
+  }
+  partial[tid] = tot;
+  __syncthreads();
+  if (tid == 0) {
+    std::uint64_t t0 = 0;
+    for (int k = 0; k < kThreads; ++k) t0 += partial[k];
+    total_s = t0;
+  }
+  __syncthreads();
+  partial[tid] = frc;
+  __syncthreads();
+  if (tid == 0) {
+    std::uint64_t f0 = 0;
+    for (int k = 0; k < kThreads; ++k) f0 += partial[k];
+    forced_s = f0;
+  }
+  for (int kb = tid; kb < N; kb += kThreads) {
+    const std::uint64_t a = keys[kb];
+    const bool cand = kb < n_cand && !forced_on(p.xp, span, kb);
+    keys[kb] =
+        cand ? (a << 20) | static_cast<std::uint64_t>(0xfffffu - static_cast<std::uint32_t>(kb))
+             : 0;
+  }
+  __syncthreads();
+
+  // 3. Bitonic sort, descending.
+  for (int k = 2; k <= N; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = tid; i < N; i += kThreads) {
+        const int ixj = i ^ j;
+        if (ixj > i) {
+          const std::uint64_t x = keys[i], z = keys[ixj];
+          const bool up = (i & k) == 0;
+          if (up ? (x < z) : (x > z)) {
+            keys[i] = z;
+            keys[ixj] = x;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+
+  // 4. Exclusive prefix of the sorted scores; keep while forced + prefix < threshold * total.
+  const int per = ceil_div(N, kThreads);
+  const int lo = min_of(tid * per, N), hi = min_of(lo + per, N);
+  std::uint64_t seg = 0;
+  for (int k = lo; k < hi; ++k) seg += keys[k] >> 20;
+  partial[tid] = seg;
+  __syncthreads();
+  if (tid == 0) {
+    std::uint64_t run = 0;
+    for (int k = 0; k < kThreads; ++k) {
+      const std::uint64_t v = partial[k];
+      partial[k] = run;
+      run += v;
+    }
+  }
+  __syncthreads();
+  const double req = required_mass(p.xp.threshold, total_s);
+  std::uint64_t kept = forced_s + partial[tid];
+  for (int k = lo; k < hi; ++k) {
+    const std::uint64_t key = keys[k];
+    if (key == 0 || !(static_cast<double>(kept) < req)) break;
+    const int kb = static_cast<int>(0xfffffu - static_cast<std::uint32_t>(key & 0xfffffu));
+    atomicOr(&chosen[kb >> 5], 1u << (kb & 31));
+    kept += key >> 20;
+  }
+  __syncthreads();
+
+  // 5. Words: chosen | forced, restricted to kb <= last_kb.
+  std::uint32_t* out = p.mask.row(b, h, qb);
+  for (int w = warp; w < ceil_div(n_kb, 32); w += kThreads / 32) {
+    const int kb = w * 32 + lane;
+    const bool on = kb < n_cand && (forced_on(p.xp, span, kb) || ((chosen[w] >> lane) & 1u));
+    const std::uint32_t word = __ballot_sync(0xffffffffu, on);
+    if (lane == 0) out[w] = word;
+  }
+}
+
+/// Sort size (power of two >= the limits' KV blocks) and the select kernel's shared memory.
+inline int sort_size(const Geometry& g) {
+  int n = 32;
+  while (n < g.max_kv_blocks) n <<= 1;
+  return n;
+}
+
+}  // namespace xattention
+
+/// XAttention's block-sparse estimator (Xu et al., 2025) for chunked prefill.
+///
+/// For sequence b, query head h (KV head h / G), stride S and the chunk's n_b rows:
+///
+/// 1. Antidiagonal groups: query group i holds chunk rows [i*S, i*S + S) (counted from the chunk
+///    start; S divides Bq, so groups nest in query blocks), key group j holds positions
+///    [j*S, j*S + S) (from 0; groups nest in KV blocks). Group j is visible to group i when
+///    j*S <= the absolute position of i's last row (as XAttention's reshaped causal mask; the
+///    group on the diagonal is included whole).
+/// 2. Logit (log2 domain) of (i, j): the antidiagonal sum over the S x S sub-block,
+///    x = sum_{t=0}^{S-1} q[i*S + S-1-t] . k[j*S + t] * scale * log2(e) / S (XAttention's
+///    "inverse" reshaping; terms whose query row is past the chunk or key past L_b are 0).
+///    Queries and keys are quantized per token to integers in [-255, 255] with absmax scales,
+///    so each q . k is an exact integer (tensor cores and host alike) and the S terms are
+///    summed in order t = 0..S-1 with explicitly rounded fp32 steps.
+/// 3. Row softmax over all visible groups, summed per KV block: for each block kb,
+///    mu = max x over its groups, sigma = sum 2^(x - mu) (fixed point, 2^20 units); with
+///    m = max_kb mu, W[kb] = trunc(sigma * 2^(mu - m)), Z = sum_kb W, the row's mass on kb is
+///    P[kb] = floor(W[kb] * 2^32 / Z).
+/// 4. Block score A[qb][kb] = sum over the query block's groups of P[kb] (exact integers).
+/// 5. Selection (XAttention's find_blocks_chunked): forced blocks (sink kb < sink_blocks and the
+///    chunk's causal blocks [chunk_first_kb, last_kb]) are kept; the other blocks kb <= last_kb,
+///    ordered by (A desc, kb asc), are kept one by one while forced mass + kept mass is below
+///    threshold * (sum of A over all kb) (the block that crosses the threshold is kept). Never a
+///    block after last_kb.
+///
+/// It inherently reads K: every key of every sequence is read from the pages (the estimate
+/// costs about 1/S of the Q K^T work of dense attention; it does not use KeySummaries).
+///
+/// Device build: per-token query quantization; a scoring kernel over (b, KV head, 128 reshaped
+/// rows of the GQA group's heads, 64 key groups) tiles — each key slice gathered from the pages
+/// with cp.async, quantized in shared memory and shared by every head of the group, one
+/// mma.sync pass per segment t — writing (mu, sigma) per (row, block) to the scratch; a
+/// selection kernel per mask row (fixed-point normalization, bitonic sort in shared memory,
+/// prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
+struct XAttentionMask {
+  XAttentionParams params{};
+
+  XAttentionMask() = default;
+  explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
+
+  void configure(const AttentionConfig& c, const PlanLimits&) const { params.validate(c); }
+
+  std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
+    return xattention::Scratch::carve(c, l, params.stride, nullptr, 0).bytes;
+  }
+
+  /// Host reference (every pointer host memory).
+  void build_host(const MaskArgs& a) const {
+    params.validate(a.config);
+    require_not_null(a.mask.bits, "mask.bits");
+    for (int b = 0; b < a.batch.num_seqs; ++b) {
+      const SeqInfo s = seq_info(a.batch, b);
+      if (s.q_len <= 0) continue;
+      const int n_kb = ceil_div(s.kv_len, a.config.block_k);
+      for (int h = 0; h < a.config.num_q_heads; ++h) {
+        const auto scores = xattention::block_scores(a, params, b, h);
+        for (int qb = 0; qb < static_cast<int>(scores.size()); ++qb) {
+          const QueryBlockSpan span = query_block_span(s, qb, a.config.block_q, a.config.block_k);
+          xattention::select_row(params, span, scores[qb], n_kb, a.mask.row(b, h, qb));
+        }
+      }
+    }
+  }
+
+  /// Device build: three launches with grids fixed by the limits; no allocation, no sync.
+  void build_device(const MaskArgs& a, cudaStream_t stream) const {
+    using namespace xattention;
+    const AttentionConfig& c = a.config;
+    params.validate(c);
+    require_not_null(a.mask.bits, "mask.bits");
+    require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
+            "64 or 128 for XAttentionMask's device build");
+    require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
+    const Geometry geo = Geometry::of(c, a.limits);
+    const Scratch scr = Scratch::carve(c, a.limits, params.stride, a.scratch.data, a.scratch.bytes);
+    const int N = sort_size(geo);
+    const std::size_t select_smem =
+        static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
+    require(select_smem <= 96 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
+            "at most 12288 KV blocks of config.block_k for XAttentionMask's device selection");
+    auto run = [&]<class T, int kD>() {
+      {
+        const long long rows = a.limits.total_q_bound() * c.num_q_heads;
+        const int blocks = static_cast<int>(ceil_div(rows * (kD / 8), 256LL));
+        quantize_queries_kernel<T, kD><<<blocks, 256, 0, stream>>>(c, a.batch, scr);
+        COMPACT_CHECK_LAUNCH("xattention::quantize_queries_kernel");
+      }
+      using Tr = ScoreTraits<T, kD>;
+      ScoreParams sp;
+      sp.c = c;
+      sp.batch = a.batch;
+      sp.cache = a.cache;
+      sp.scr = scr;
+      sp.stride = params.stride;
+      sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, kTileRows);
+      sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
+                         1.0f / static_cast<float>(params.stride));
+      const dim3 grid(ceil_div(ceil_div(a.limits.max_kv_len, params.stride), kTileGroups),
+                      a.limits.max_batch * c.num_kv_heads * sp.m_tiles);
+      const auto kernel = score_kernel<Tr>;
+      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              Tr::kSmemBytes));
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
+      COMPACT_CHECK_LAUNCH("xattention::score_kernel");
+    };
+    if (c.dtype == DType::bf16) {
+      if (c.head_dim == 128)
+        run.template operator()<__nv_bfloat16, 128>();
+      else
+        run.template operator()<__nv_bfloat16, 64>();
+    } else {
+      if (c.head_dim == 128)
+        run.template operator()<__half, 128>();
+      else
+        run.template operator()<__half, 64>();
+    }
+    SelectParams sel;
+    sel.c = c;
+    sel.batch = a.batch;
+    sel.scr = scr;
+    sel.xp = params;
+    sel.mask = a.mask;
+    sel.sort_size = N;
+    constexpr int kThreads = 256;
+    const auto kernel = select_kernel<kThreads>;
+    COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(select_smem)));
+    const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
+    kernel<<<grid, kThreads, select_smem, stream>>>(sel);
+    COMPACT_CHECK_LAUNCH("xattention::select_kernel");
+  }
+};
+
+}  // namespace compact

@@ -1,0 +1,145 @@
+// Device ExternalMask and XAttentionMask builds equal their host references bit for bit.
+#include <doctest/doctest.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "../support/device_problem.cuh"
+#include "../support/seed.hpp"
+#include "compact/mask/external_mask.cuh"
+#include "compact/mask/xattention_mask.cuh"
+#include "mask_test_util.hpp"
+
+using namespace compact;
+
+namespace {
+
+/// Compares the words a source must write; returns the number of differences (reports 5).
+long long compare_written(const test::HostProblem& p, const BlockMask& shape,
+                          const std::vector<std::uint32_t>& host,
+                          const std::vector<std::uint32_t>& dev) {
+  long long mismatches = 0;
+  test::for_each_written_word(p, [&](int b, int h, int qb, int w) {
+    const std::size_t at = shape.row_offset(b, h, qb) + w;
+    if (dev[at] != host[at] && mismatches++ < 5) {
+      MESSAGE("mismatch b=", b, " h=", h, " qb=", qb, " word=", w, " host=", host[at],
+              " device=", dev[at]);
+    }
+  });
+  return mismatches;
+}
+
+}  // namespace
+
+TEST_CASE("ExternalMask: device equals host, from device and from host sources") {
+  auto rng = test::rng_for(9001);
+  for (int rep = 0; rep < 4; ++rep) {
+    AttentionConfig c;
+    c.num_q_heads = rep % 2 ? 16 : 8;
+    c.num_kv_heads = rep % 2 ? 4 : 8;
+    c.head_dim = 16;
+    c.block_q = rep < 2 ? 64 : 128;
+    c.block_k = rep < 2 ? 32 : 128;
+    test::ProblemSpec spec;
+    spec.num_seqs = 1 + rep * 2;
+    spec.max_chunk = 700;
+    spec.max_kv = 9000;
+    const test::HostProblem p = test::make_problem(c, spec, rng);
+    const test::DeviceProblem d(p);
+    const BlockMask shape = BlockMask::shape_for(c, p.limits);
+    std::vector<std::uint32_t> src_bits = test::random_mask_bits(p, shape, 0.3, rng);
+    // Future bits and garbage in the source must be ignored: set some past last_kb.
+    for (auto& w : src_bits) w |= (rng() % 7 == 0) ? 0x80000000u : 0u;
+    test::DeviceBuffer<std::uint32_t> dev_src(src_bits);
+    ExternalMaskSource host_source{shape, Space::host};
+    host_source.mask.bits = src_bits.data();
+    ExternalMaskSource dev_source{shape, Space::device};
+    dev_source.mask.bits = dev_src.get();
+
+    std::vector<std::uint32_t> host_bits(shape.num_words(), 0xdeadbeefu);
+    BlockMask hm = shape;
+    hm.bits = host_bits.data();
+    ExternalMask(&host_source).build_host(MaskArgs{c, p.limits, p.batch(), p.cache(), hm, {}});
+    CHECK(test::census(p, hm).violations == 0);
+
+    for (const ExternalMaskSource* src : {&dev_source, &host_source}) {
+      const ExternalMask m(src);
+      test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
+      dev_bits.fill_bytes(0xab);
+      test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
+      BlockMask dm = shape;
+      dm.bits = dev_bits.get();
+      m.build_device(
+          MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
+          nullptr);
+      COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+      CAPTURE(rep);
+      CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+    }
+  }
+}
+
+TEST_CASE("XAttentionMask: device equals host bit for bit") {
+  struct Case {
+    int hq, hkv, d;
+    DType dtype;
+    int bq, bk, page, stride;
+    float threshold;
+    int seqs, max_chunk, max_kv;
+  };
+  const Case cases[] = {
+      {8, 2, 64, DType::bf16, 64, 64, 16, 8, 0.9f, 3, 300, 6000},      // G = 4
+      {4, 4, 128, DType::fp16, 128, 128, 256, 8, 0.8f, 2, 400, 2500},  // G = 1, page 256
+      {16, 2, 64, DType::bf16, 32, 128, 16, 4, 0.95f, 2, 200, 1500},   // G = 8, stride 4
+      {4, 1, 128, DType::bf16, 64, 32, 64, 16, 0.5f, 2, 250, 1800},    // stride 16, Bk / S = 2
+  };
+  std::uint64_t salt = 9100;
+  long long selected = 0, causal = 0;
+  for (const Case& k : cases) {
+    auto rng = test::rng_for(++salt);
+    AttentionConfig c;
+    c.num_q_heads = k.hq;
+    c.num_kv_heads = k.hkv;
+    c.head_dim = k.d;
+    c.dtype = k.dtype;
+    c.block_q = k.bq;
+    c.block_k = k.bk;
+    c.page_size = k.page;
+    test::ProblemSpec spec;
+    spec.num_seqs = k.seqs;
+    spec.max_chunk = k.max_chunk;
+    spec.max_kv = k.max_kv;
+    spec.q_scale = 1.0f;
+    spec.k_scale = 1.0f;
+    test::HostProblem p = test::make_problem(c, spec, rng);
+    test::plant_hot_blocks(p, rng, 3.0f);
+    const test::DeviceProblem d(p);
+    XAttentionParams xp;
+    xp.stride = k.stride;
+    xp.threshold = k.threshold;
+    const XAttentionMask m(xp);
+    m.configure(c, p.limits);
+    const BlockMask shape = BlockMask::shape_for(c, p.limits);
+    std::vector<std::uint32_t> host_bits(shape.num_words(), 0xdeadbeefu);
+    test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
+    dev_bits.fill_bytes(0xab);
+    test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
+    scratch.fill_bytes(0xff);
+    BlockMask hm = shape, dm = shape;
+    hm.bits = host_bits.data();
+    dm.bits = dev_bits.get();
+    m.build_host(MaskArgs{c, p.limits, p.batch(), p.cache(), hm, {}});
+    m.build_device(
+        MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
+        nullptr);
+    COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+    CAPTURE(k.hq);
+    CAPTURE(k.stride);
+    CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+    const test::MaskCensus cs = test::census(p, hm);
+    CHECK(cs.violations == 0);
+    selected += cs.selected;
+    causal += cs.causal;
+  }
+  CHECK(selected < causal);  // the thresholds dropped blocks: the comparison was not trivial
+}

@@ -1,0 +1,382 @@
+// Semantics of the host references of FlashPrefillMask, QuestMask, XAttentionMask and
+// ExternalMask: always-on and never-on rules, sink / window / final-chunk rules, thresholds and
+// budgets on planted structure, the cumulative-mass property, hyperparameter errors.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "../support/seed.hpp"
+#include "compact/compact.cuh"
+#include "compact/mask/external_mask.cuh"
+#include "compact/mask/flash_prefill_mask.cuh"
+#include "compact/mask/quest_mask.cuh"
+#include "compact/mask/xattention_mask.cuh"
+#include "mask_test_util.hpp"
+
+using namespace compact;
+using doctest::Contains;
+
+// Conformance of the new mask sources to the concept (host and device builds, hooks).
+static_assert(MaskSource<FlashPrefillMask<>> && HostMaskSource<FlashPrefillMask<>> &&
+              DeviceMaskSource<FlashPrefillMask<>> && HasConfigure<FlashPrefillMask<>> &&
+              HasWorkspaceBytes<FlashPrefillMask<>>);
+static_assert(MaskSource<QuestMask> && DeviceMaskSource<QuestMask> && HasWorkspaceBytes<QuestMask>);
+static_assert(MaskSource<XAttentionMask> && DeviceMaskSource<XAttentionMask> &&
+              HasConfigure<XAttentionMask> && HasWorkspaceBytes<XAttentionMask>);
+static_assert(MaskSource<ExternalMask> && HostMaskSource<ExternalMask> &&
+              DeviceMaskSource<ExternalMask> && HasWorkspaceBytes<ExternalMask>);
+
+namespace {
+
+/// A host mask buffer for a problem.
+struct HostMask {
+  std::vector<std::uint32_t> bits;
+  BlockMask view;
+  explicit HostMask(const test::HostProblem& p) {
+    view = BlockMask::shape_for(p.config, p.limits);
+    bits.assign(view.num_words(), 0xdeadbeefu);
+    view.bits = bits.data();
+  }
+};
+
+template <class Mask>
+HostMask build(const Mask& m, const test::HostProblem& p, const KeySummaries& s) {
+  HostMask out(p);
+  PagedKV cache = p.cache();
+  cache.summaries = s;
+  compact::detail::configure(m, p.config, p.limits);
+  m.build_host(MaskArgs{p.config, p.limits, p.batch(), cache, out.view, {}});
+  return out;
+}
+
+test::HostProblem random_problem(std::uint64_t salt, int hq, int hkv, int bq, int bk,
+                                 int seqs = 3) {
+  auto rng = test::rng_for(salt);
+  AttentionConfig c;
+  c.num_q_heads = hq;
+  c.num_kv_heads = hkv;
+  c.head_dim = 32;
+  c.block_q = bq;
+  c.block_k = bk;
+  test::ProblemSpec spec;
+  spec.num_seqs = seqs;
+  spec.max_chunk = 200;
+  spec.max_kv = 1500;
+  test::HostProblem p = test::make_problem(c, spec, rng);
+  test::plant_hot_blocks(p, rng);
+  return p;
+}
+
+/// One sequence, one head, D = 64, Bq = Bk = 64, 12 KV blocks, the chunk = the last block.
+/// Keys are small noise; blocks 3, 6, 9 get a * u with a = 3, 2, 1 (|u| = 4), queries 2u, so the
+/// pooled logits of those blocks are about 12, 8, 4 nats above the rest.
+test::HostProblem planted_problem(std::uint64_t salt, bool final_chunk, bool needle = false) {
+  auto rng = test::rng_for(salt);
+  AttentionConfig c;
+  c.num_q_heads = 1;
+  c.num_kv_heads = 1;
+  c.head_dim = 64;
+  c.block_q = 64;
+  c.block_k = 64;
+  c.page_size = 16;
+  test::ProblemSpec spec;
+  spec.num_seqs = 1;
+  spec.max_chunk = 64;
+  spec.max_kv = 768;
+  spec.ragged = false;
+  spec.q_scale = 0.1f;
+  spec.k_scale = 0.1f;
+  test::HostProblem p = test::make_problem(c, spec, rng);
+  p.final_chunk[0] = final_chunk ? 1 : 0;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> u(64);
+  double norm = 0;
+  for (auto& x : u) {
+    x = normal(rng);
+    norm += static_cast<double>(x) * x;
+  }
+  for (auto& x : u) x = static_cast<float>(x * 4.0 / std::sqrt(norm));  // |u| = 4
+  auto add_key = [&](int pos, float a) {
+    const int page = p.page_table[pos / 16];
+    for (int d = 0; d < 64; ++d) {
+      const std::size_t at = (static_cast<std::size_t>(page) * 16 + pos % 16) * 64 + d;
+      store_float(p.k.data(), c.dtype, at, load_float(p.k.data(), c.dtype, at) + a * u[d]);
+    }
+  };
+  if (needle) {
+    add_key(5 * 64 + 17, 6.0f);  // one token
+  } else {
+    const float strength[3] = {3.0f, 2.0f, 1.0f};
+    for (int i = 0; i < 3; ++i) {
+      for (int pos = (3 + 3 * i) * 64; pos < (4 + 3 * i) * 64; ++pos) add_key(pos, strength[i]);
+    }
+  }
+  for (int t = 0; t < 64; ++t) {
+    for (int d = 0; d < 64; ++d) {
+      const std::size_t at = static_cast<std::size_t>(t) * 64 + d;
+      store_float(p.q.data(), c.dtype, at, load_float(p.q.data(), c.dtype, at) + 2.0f * u[d]);
+    }
+  }
+  return p;
+}
+
+std::vector<int> selected_blocks(const test::HostProblem& p, const BlockMask& m) {
+  std::vector<int> on;
+  for (int kb = 0; kb < 12; ++kb) {
+    if (m.test(0, 0, 0, kb)) on.push_back(kb);
+  }
+  return on;
+}
+
+FlashPrefillParams bare(float alpha, int budget = 0) {
+  FlashPrefillParams f;
+  f.alpha = alpha;
+  f.sink_blocks = 0;
+  f.window_blocks = 0;
+  f.last_full_blocks = 0;
+  f.min_budget = budget;
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("FlashPrefillMask host: contract, alpha = 0, sink, window and final-chunk rules") {
+  std::uint64_t salt = 9500;
+  for (int rep = 0; rep < 3; ++rep) {
+    const test::HostProblem p =
+        random_problem(++salt, rep == 2 ? 8 : 4, rep == 0 ? 4 : 2, 32, rep == 1 ? 16 : 64);
+    const test::HostSummaries hs = test::summaries_from_scratch(p);
+    FlashPrefillParams zero;
+    zero.alpha = 0.0f;
+    const HostMask all = build(FlashPrefillMask<>(zero), p, hs.view);
+    const test::MaskCensus a = test::census(p, all.view);
+    CHECK(a.violations == 0);
+    CHECK(a.selected == a.causal);
+
+    FlashPrefillParams f;  // defaults, then a sharp threshold to make the rules visible
+    f.alpha = 1.0f;
+    f.sink_blocks = 2;
+    f.window_blocks = 3;
+    f.last_full_blocks = 1;
+    const HostMask m = build(FlashPrefillMask<>(f), p, hs.view);
+    const test::MaskCensus s = test::census(p, m.view);
+    CHECK(s.violations == 0);
+    CHECK(s.selected < s.causal);
+    for (int b = 0; b < static_cast<int>(p.kv_lens.size()); ++b) {
+      const int n = p.cu_seqlens[b + 1] - p.cu_seqlens[b];
+      const int n_qb = ceil_div(n, p.config.block_q);
+      for (int h = 0; h < p.config.num_q_heads; ++h) {
+        for (int qb = 0; qb < n_qb; ++qb) {
+          const QueryBlockSpan span = test::span_of(p, b, qb);
+          const bool dense = p.final_chunk[b] != 0 && qb == n_qb - 1;
+          int on = 0;
+          for (int kb = 0; kb <= span.last_kb; ++kb) {
+            const bool bit = m.view.test(b, h, qb, kb);
+            on += bit;
+            if (kb < 2 || kb > span.first_kb - 3 || dense) REQUIRE(bit);
+          }
+          // Only the final chunk's last query block is dense (when it has history to drop).
+          int optional = 0;
+          for (int kb = 0; kb <= span.last_kb; ++kb) {
+            optional += !(kb < 2 || kb > span.first_kb - 3 || kb >= span.chunk_first_kb);
+          }
+          if (!dense && optional >= 2) CHECK(on < span.last_kb + 1);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("FlashPrefillMask host: planted blocks follow alpha, the budget and the rules") {
+  const test::HostProblem p = planted_problem(9601, false);
+  const test::HostSummaries hs = test::summaries_from_scratch(p);
+  auto sel = [&](const FlashPrefillParams& f) {
+    return selected_blocks(p, build(FlashPrefillMask<>(f), p, hs.view).view);
+  };
+  CHECK(sel(bare(1.0f)) == std::vector<int>{3, 11});           // the best block and the chunk
+  CHECK(sel(bare(1.0f, 2)) == std::vector<int>{3, 6, 11});     // minimum budget 2
+  CHECK(sel(bare(1.0f, 3)) == std::vector<int>{3, 6, 9, 11});  // minimum budget 3
+  CHECK(sel(bare(0.01f)) == std::vector<int>{3, 6, 11});       // e^-4 of the best passes 0.01
+  CHECK(sel(bare(1e-4f)) == std::vector<int>{3, 6, 9, 11});    // e^-8 passes 1e-4
+  FlashPrefillParams rules = bare(1.0f);
+  rules.sink_blocks = 2;
+  rules.window_blocks = 3;
+  CHECK(sel(rules) == std::vector<int>{0, 1, 3, 9, 10, 11});
+  rules.last_full_blocks = 1;  // not the final chunk: no effect
+  CHECK(sel(rules) == std::vector<int>{0, 1, 3, 9, 10, 11});
+  const test::HostProblem fin = planted_problem(9601, true);
+  const HostMask dense = build(FlashPrefillMask<>(rules), fin, hs.view);
+  CHECK(selected_blocks(fin, dense.view).size() == 12);  // final chunk: its last block sees all
+}
+
+TEST_CASE("QuestMask host: a single-token needle survives where the mean dilutes it") {
+  const test::HostProblem p = planted_problem(9701, false, /*needle=*/true);
+  const test::HostSummaries hs = test::summaries_from_scratch(p);
+  const std::vector<int> quest = selected_blocks(p, build(QuestMask(bare(0.5f)), p, hs.view).view);
+  CHECK(quest == std::vector<int>{5, 11});
+  const std::vector<int> mean =
+      selected_blocks(p, build(FlashPrefillMask<>(bare(0.5f)), p, hs.view).view);
+  CHECK(std::find(mean.begin(), mean.end(), 5) != mean.end());
+  CHECK(mean.size() > quest.size());  // the mean's margin is small: more blocks pass the same alpha
+}
+
+TEST_CASE("XAttentionMask host: cumulative mass threshold, forced blocks, minimality") {
+  std::uint64_t salt = 9800;
+  for (int rep = 0; rep < 3; ++rep) {
+    const test::HostProblem p = random_problem(++salt, 4, rep == 0 ? 4 : 2, 32, 64, 2);
+    for (float threshold : {0.5f, 0.9f, 1.0f}) {
+      XAttentionParams xp;
+      xp.stride = rep == 2 ? 4 : 8;
+      xp.threshold = threshold;
+      const HostMask m = build(XAttentionMask(xp), p, KeySummaries{});
+      CHECK(test::census(p, m.view).violations == 0);
+      PagedKV cache = p.cache();
+      const MaskArgs args{p.config, p.limits, p.batch(), cache, m.view, {}};
+      for (int b = 0; b < static_cast<int>(p.kv_lens.size()); ++b) {
+        const int n = p.cu_seqlens[b + 1] - p.cu_seqlens[b];
+        for (int h = 0; h < p.config.num_q_heads; ++h) {
+          const auto scores = xattention::block_scores(args, xp, b, h);
+          REQUIRE(static_cast<int>(scores.size()) == ceil_div(n, p.config.block_q));
+          for (int qb = 0; qb < static_cast<int>(scores.size()); ++qb) {
+            const QueryBlockSpan span = test::span_of(p, b, qb);
+            const std::vector<std::uint64_t>& a = scores[qb];
+            std::uint64_t total = 0, kept = 0, min_other = ~0ull, max_dropped = 0;
+            bool any_other = false;
+            for (int kb = 0; kb <= span.last_kb; ++kb) {
+              total += a[kb];
+              const bool on = m.view.test(b, h, qb, kb);
+              const bool forced = kb < xp.sink_blocks || kb >= span.chunk_first_kb;
+              if (forced) REQUIRE(on);
+              if (on) kept += a[kb];
+              if (on && !forced) {
+                any_other = true;
+                min_other = std::min(min_other, a[kb]);
+              }
+              if (!on) max_dropped = std::max(max_dropped, a[kb]);
+            }
+            // Each row's softmax mass is 2^32 in fixed point, up to one unit per block.
+            const int rows = std::min(p.config.block_q, n - qb * p.config.block_q);
+            const std::uint64_t groups = ceil_div(rows, xp.stride);
+            REQUIRE(total <= groups << 32);
+            REQUIRE(total + groups * (span.last_kb + 1) >= groups << 32);
+            const double req = static_cast<double>(threshold) * static_cast<double>(total);
+            // Enough mass kept, and not one block more than needed (greedy by score).
+            REQUIRE(static_cast<double>(kept) >= req);
+            if (any_other) {
+              REQUIRE(static_cast<double>(kept - min_other) < req);
+              REQUIRE(max_dropped <= min_other);
+            }
+            if (threshold == 1.0f) REQUIRE(max_dropped == 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("ExternalMask host: the source plus the chunk's blocks, never the future") {
+  auto rng = test::rng_for(9901);
+  const test::HostProblem p = random_problem(9902, 4, 2, 32, 16, 3);
+  const BlockMask shape = BlockMask::shape_for(p.config, p.limits);
+  std::vector<std::uint32_t> src = test::random_mask_bits(p, shape, 0.2, rng);
+  for (auto& w : src) w |= 0x80000000u;  // future garbage in every word
+  ExternalMaskSource source{shape, Space::host};
+  source.mask.bits = src.data();
+  const HostMask m = build(ExternalMask(&source), p, KeySummaries{});
+  test::for_each_written_word(p, [&](int b, int h, int qb, int w) {
+    const QueryBlockSpan span = test::span_of(p, b, qb);
+    for (int bit = 0; bit < 32; ++bit) {
+      const int kb = w * 32 + bit;
+      const bool in = (src[shape.row_offset(b, h, qb) + w] >> bit) & 1u;
+      const bool want = kb <= span.last_kb && (in || kb >= span.chunk_first_kb);
+      REQUIRE(m.view.test(b, h, qb, kb) == want);
+    }
+  });
+}
+
+TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves") {
+  const test::HostProblem p = random_problem(9950, 4, 2, 32, 64, 2);
+  const AttentionConfig& c = p.config;
+  FlashPrefillParams f;
+  f.alpha = 1.5f;
+  CHECK_THROWS_WITH_AS(FlashPrefillMask<>(f).configure(c, p.limits),
+                       Contains("FlashPrefillMask params.alpha = 1.5"), Error);
+  f = FlashPrefillParams{};
+  f.min_budget = -1;
+  CHECK_THROWS_WITH_AS(QuestMask(f).configure(c, p.limits),
+                       Contains("QuestMask params.min_budget = -1"), Error);
+  f = FlashPrefillParams{};
+  f.window_blocks = -2;
+  CHECK_THROWS_WITH_AS((Engine<FlashPrefillMask<>, BlockUnion<>, ReferenceExecutor>(
+                           c, p.limits, FlashPrefillMask<>(f))),
+                       Contains("FlashPrefillMask params.window_blocks = -2"), Error);
+  XAttentionParams xp;
+  xp.stride = 3;
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.stride = 3"), Error);
+  xp.stride = 64;  // does not divide block_q = 32
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.stride = 64"), Error);
+  xp = XAttentionParams{};
+  xp.threshold = 0.0f;
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.threshold = 0"), Error);
+  xp = XAttentionParams{};
+  xp.sink_blocks = -1;
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.sink_blocks = -1"), Error);
+
+  HostMask out(p);
+  const MaskArgs args{c, p.limits, p.batch(), p.cache(), out.view, {}};
+  CHECK_THROWS_WITH_AS(FlashPrefillMask<>{}.build_host(args),
+                       Contains("cache.summaries.mean_k = nullptr"), Error);
+  test::HostSummaries hs = test::summaries_from_scratch(p);
+  hs.view.min_k = nullptr;
+  MaskArgs with = args;
+  with.cache.summaries = hs.view;
+  CHECK_NOTHROW(FlashPrefillMask<>{}.build_host(with));
+  CHECK_THROWS_WITH_AS(QuestMask{}.build_host(with), Contains("cache.summaries.min_k = nullptr"),
+                       Error);
+  with.cache.summaries.max_blocks = 2;
+  CHECK_THROWS_WITH_AS(FlashPrefillMask<>{}.build_host(with),
+                       Contains("cache.summaries.max_blocks = 2"), Error);
+
+  CHECK_THROWS_WITH_AS(ExternalMask{}.build_host(args), Contains("ExternalMask source = nullptr"),
+                       Error);
+  BlockMask wrong = BlockMask::shape_for(c, p.limits);
+  std::vector<std::uint32_t> bits(wrong.num_words());
+  wrong.bits = bits.data();
+  wrong.num_heads = 3;
+  ExternalMaskSource src{wrong, Space::host};
+  CHECK_THROWS_WITH_AS(ExternalMask(&src).build_host(args),
+                       Contains("ExternalMask source.mask.num_heads = 3"), Error);
+  src.mask.num_heads = c.num_q_heads;
+  src.space = Space::device;
+  CHECK_THROWS_WITH_AS(ExternalMask(&src).build_host(args),
+                       Contains("ExternalMask source.space = device"), Error);
+}
+
+TEST_CASE(
+    "Engine<FlashPrefillMask, BlockUnion, ReferenceExecutor> plans sparse tables on the host") {
+  const test::HostProblem p = random_problem(9960, 8, 2, 32, 64, 2);
+  test::HostSummaries hs = test::summaries_from_scratch(p);
+  FlashPrefillParams f;
+  f.alpha = 0.9f;
+  using E = Engine<FlashPrefillMask<>, BlockUnion<>, ReferenceExecutor>;
+  const E engine(p.config, p.limits, FlashPrefillMask<>(f));
+  std::vector<std::byte> storage(engine.workspace_bytes() + kWorkspaceAlignment);
+  void* base = storage.data();
+  std::size_t space = storage.size();
+  std::align(kWorkspaceAlignment, engine.workspace_bytes(), base, space);
+  const Workspace ws{base, engine.workspace_bytes()};
+  PagedKV cache = p.cache();
+  cache.summaries = hs.view;
+  engine.plan(p.batch(), cache, ws);
+  const TableDensity d = table_density(p.config, p.batch(), engine.tables_view(ws));
+  CHECK(d.selected <= d.dense);
+  CHECK(test::census(p, engine.mask_view(ws)).violations == 0);
+}

@@ -114,6 +114,7 @@ void check_sparse_engine(std::uint64_t salt, int page) {
   spec.num_seqs = 2;
   spec.max_chunk = 50;
   spec.min_chunk = 20;
+  spec.min_kv = 600;  // long enough that sink + window + chunk cannot cover every block
   spec.max_kv = 900;
   test::HostProblem p = test::make_problem(c, spec, rng);
   using E = Engine<SinkLocalMask, Union, ReferenceExecutor>;

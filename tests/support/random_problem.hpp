@@ -24,7 +24,8 @@ struct ProblemSpec {
   int num_seqs = 2;
   int max_chunk = 64;           ///< Chunk lengths in [min_chunk, max_chunk] when ragged.
   int min_chunk = 1;
-  int max_kv = 512;             ///< KV lengths in [chunk, max_kv] when ragged.
+  int max_kv = 512;             ///< KV lengths in [max(chunk, min_kv), max_kv] when ragged.
+  int min_kv = 0;
   bool ragged = true;           ///< false: every sequence has max_chunk / max_kv exactly.
   bool share_prefix = false;    ///< Sequences 0 and 1 share their first full pages.
   int extra_pages = 3;          ///< Pool pages no sequence owns (filled with poison).
@@ -88,7 +89,9 @@ inline HostProblem make_problem(const AttentionConfig& config, const ProblemSpec
   p.cu_seqlens.push_back(0);
   for (int b = 0; b < spec.num_seqs; ++b) {
     const int n = spec.ragged ? chunk_dist(rng) : spec.max_chunk;
-    const int kv = spec.ragged ? std::uniform_int_distribution<int>(n, spec.max_kv)(rng) : spec.max_kv;
+    const int kv = spec.ragged
+                       ? std::uniform_int_distribution<int>(std::max(n, spec.min_kv), spec.max_kv)(rng)
+                       : spec.max_kv;
     p.cu_seqlens.push_back(p.cu_seqlens.back() + n);
     p.kv_lens.push_back(kv);
     p.final_chunk.push_back(static_cast<std::int32_t>(rng() % 2));

@@ -8,6 +8,9 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 
 namespace compact {
 
@@ -20,35 +23,55 @@ class Error : public std::runtime_error {
 
 namespace detail {
 
-/// Concatenates any streamable values into a string (messages only; never on a hot path).
+/// The parts of a message, held by value and formatted only when streamed or converted to a
+/// string: checks that pass build no string (validation loops run on every plan()).
 template <class... Ts>
-std::string cat(const Ts&... parts) {
-  std::ostringstream s;
-  (s << ... << parts);
-  return s.str();
+struct Cat {
+  std::tuple<Ts...> parts;
+
+  friend std::ostream& operator<<(std::ostream& os, const Cat& c) {
+    std::apply([&os](const auto&... p) { (os << ... << p); }, c.parts);
+    return os;
+  }
+  operator std::string() const {  // NOLINT: implicit, so `throw Error(cat(...))` reads naturally
+    std::ostringstream s;
+    s << *this;
+    return s.str();
+  }
+};
+
+/// Concatenates streamable values into a lazily formatted message.
+template <class... Ts>
+Cat<std::decay_t<Ts>...> cat(Ts&&... parts) {
+  return Cat<std::decay_t<Ts>...>{{std::forward<Ts>(parts)...}};
 }
 
 }  // namespace detail
 
 /// Throws compact::Error("compact: <arg> = <value>: expected <expected>").
-template <class V>
-[[noreturn]] void fail(std::string_view arg, const V& value, std::string_view expected) {
-  throw Error(detail::cat("compact: ", arg, " = ", value, ": expected ", expected));
+template <class A, class V, class E>
+[[noreturn]] void fail(const A& arg, const V& value, const E& expected) {
+  std::ostringstream s;
+  s << "compact: " << arg << " = " << value << ": expected " << expected;
+  throw Error(s.str());
 }
 
-/// Throws compact::Error("compact: <arg> = <value>: expected <expected>") unless `ok`.
-template <class V>
-void require(bool ok, std::string_view arg, const V& value, std::string_view expected) {
+/// Throws compact::Error("compact: <arg> = <value>: expected <expected>") unless `ok`. The
+/// message parts are only formatted on failure.
+template <class A, class V, class E>
+void require(bool ok, const A& arg, const V& value, const E& expected) {
   if (!ok) fail(arg, value, expected);
 }
 
 /// Throws when a pointer argument is null.
-inline void require_not_null(const void* p, std::string_view arg) {
+template <class A>
+void require_not_null(const void* p, const A& arg) {
   require(p != nullptr, arg, "nullptr", "a valid pointer");
 }
 
 /// Throws when a pointer argument is null or not aligned to `alignment` bytes.
-inline void require_aligned(const void* p, std::size_t alignment, std::string_view arg) {
+template <class A>
+void require_aligned(const void* p, std::size_t alignment, const A& arg) {
   require_not_null(p, arg);
   require(reinterpret_cast<std::uintptr_t>(p) % alignment == 0, arg, p,
           detail::cat("an address aligned to ", alignment, " bytes"));

@@ -338,11 +338,15 @@ def find_dense(row: dict[str, Any], rows: list[dict[str, Any]]):
 
 
 def peer_matches(peers: list[dict[str, Any]], name: str, shape: dict[str, Any], dtype: str,
-                 method: str) -> list[dict[str, Any]]:
+                 method: str, mode: str | None = None) -> list[dict[str, Any]]:
+    """Peers of `name` at the row's shape: per-chunk timings (mode None) or whole-prompt totals
+    (mode 'prefill_total', kv_len = the prompt length)."""
     keys = ("batch", "hq", "hkv", "head_dim", "chunk", "kv_len")
     out = []
     for p in peers:
         if p.get("name") != name or any(p.get(k) != shape[k] for k in keys):
+            continue
+        if p.get("mode") != mode:
             continue
         if p.get("dtype", dtype) != dtype:
             continue
@@ -401,35 +405,63 @@ def build_summary(rows: list[dict[str, Any]], peers: list[dict[str, Any]], famil
                 s["speedup_vs_dense"] = _r(num / den)
                 s["dense_ref"] = dense["clean"]
 
-        t, s["peer_basis"] = chunk_time(row)
-        for name in peer_names:
-            s[f"{name}_ms"] = s[f"speedup_vs_{name}"] = None
-            cands = peer_matches(peers, name, shape, dtype, row["method"])
-            if name not in REQUIRED_PEERS and not cands:
-                continue  # optional peers (flex_block_sparse) match only their own variant
-            if t is None:
-                missing.append(f"{name}: row has total_ms but no last_chunk_ms; peers time one "
-                               f"chunk")
-                continue
+        def compare(name: str, t: float, mode: str | None) -> tuple[float | None, str | None]:
+            """(peer ms, problem) of the best usable peer for time t; problem None when found."""
+            cands = peer_matches(peers, name, shape, dtype, row["method"], mode)
             timed = [p for p in cands if "error" not in p]
             want = EXACT_MASK.get(name, DEFAULT_EXACT_MASK)
             exact = [p for p in timed if p.get("mask", want) == want]
             usable = exact or (timed if allow_inexact else [])
+            what = f"{name}{' prefill total' if mode else ''} at {where}"
             if not usable:
                 if timed:
-                    missing.append(f"{name} at {where} solved mask {timed[0].get('mask')!r}, not "
-                                   f"{want!r}: not compared (--allow-inexact-peers to compare)")
-                elif cands:
-                    missing.append(f"{name} at {where} failed: {cands[0]['error']}")
-                else:
-                    missing.append(f"no {name} peer at {where} ({dtype})")
-                continue
+                    return None, (f"{what} solved mask {timed[0].get('mask')!r}, not {want!r}: "
+                                  f"not compared (--allow-inexact-peers to compare)")
+                if cands:
+                    return None, f"{what} failed: {cands[0]['error']}"
+                kind = "prefill total" if mode else "peer"
+                return None, f"no {name} {kind} at {where} ({dtype})"
             best = min(usable, key=lambda p: p["ms"])
-            s[f"{name}_ms"] = best["ms"]
-            s[f"speedup_vs_{name}"] = _r(best["ms"] / t)
             if best not in exact:
-                missing.append(f"{name} at {where} compared although it solved mask "
-                               f"{best.get('mask')!r}")
+                missing.append(f"{what} compared although it solved mask {best.get('mask')!r}")
+            return best["ms"], None
+
+        t, s["peer_basis"] = chunk_time(row)
+        total = row["counters"].get("total_ms")
+        for name in peer_names:
+            s[f"{name}_ms"] = s[f"speedup_vs_{name}"] = None
+            has_any = any(p.get("name") == name for p in peer_matches(peers, name, shape, dtype,
+                                                                       row["method"])) or any(
+                p.get("name") == name for p in peer_matches(peers, name, shape, dtype,
+                                                            row["method"], "prefill_total"))
+            if name not in REQUIRED_PEERS and not has_any:
+                continue  # optional peers (flex_block_sparse) match only their own variant
+            if total is not None:
+                # Whole prefill: against the peer's sum over the same chunks.
+                ms, problem = compare(name, total, "prefill_total")
+                if problem is None:
+                    s[f"{name}_ms"] = ms
+                    s[f"speedup_vs_{name}"] = _r(ms / total)
+                    s["peer_basis"] = "total_ms"
+                else:
+                    missing.append(problem)
+                if t is not None:
+                    ms, problem = compare(name, t, None)
+                    s[f"last_chunk_{name}_ms"] = ms
+                    s[f"last_chunk_speedup_vs_{name}"] = None if ms is None else _r(ms / t)
+                    if problem is not None:
+                        missing.append(problem)
+                continue
+            if t is None:
+                missing.append(f"{name}: row has total_ms but no last_chunk_ms; peers time one "
+                               f"chunk")
+                continue
+            ms, problem = compare(name, t, None)
+            if problem is None:
+                s[f"{name}_ms"] = ms
+                s[f"speedup_vs_{name}"] = _r(ms / t)
+            else:
+                missing.append(problem)
         s["benchmark"] = row["clean"]
         s["missing"] = missing
         summary.append(s)
@@ -729,6 +761,10 @@ def synthetic_inputs(tmp: str) -> dict[str, str]:
         peers_tp2.append({"name": "flex_block_sparse", **common, "variant": "random:0.10",
                           "ms": flash / 5, "tflops": 200.0, "density": 0.11,
                           "mask": "block_sparse_causal_lower_right"})
+    peers_tp2.append({"name": "sdpa_flash", "mode": "prefill_total", "batch": 8, "hq": 16,
+                      "hkv": 4, "head_dim": 128, "chunk": 1024, "kv_len": 131072, "ms": 1500.0,
+                      "tflops": 320.0, "dtype": "bf16", "mask": "causal_lower_right",
+                      "last_chunk_ms": 25.0, "chunks": 128})
     peers_tp1 = [{"name": "sdpa_flash", "batch": 1, "hq": 32, "hkv": 8, "head_dim": 128,
                   "chunk": 1024, "kv_len": 131072, "dtype": "bf16", "gpu": "NVIDIA H100 80GB HBM3",
                   "ms": 6.0, "tflops": 300.0, "mask": "causal_lower_right"}]
@@ -779,7 +815,7 @@ def self_test() -> int:
             pf = json.load(fh)
         assert on_disk["context"] == ex["context"], "context not kept"
         assert on_disk["benchmarks"] == ex["benchmarks"] + pf["benchmarks"], "benchmarks changed"
-        assert list(on_disk)[-2:] == ["peers", "summary"] and len(on_disk["peers"]) == 8
+        assert list(on_disk)[-2:] == ["peers", "summary"] and len(on_disk["peers"]) == 9
         summ = on_disk["summary"]
         assert all(s["family"] != "Union" for s in summ), "component family summarized"
 
@@ -810,15 +846,20 @@ def self_test() -> int:
         assert r["speedup_vs_sdpa_flash"] is None and r["speedup_vs_sdpa_cudnn"] is None
         assert sum("no sdpa_" in m for m in r["missing"]) == 2, r["missing"]
         assert close(r["speedup_vs_dense"], 8.0)
-        # Chunked prefill: same-family dense on ms; peers through last_chunk_ms.
+        # Chunked prefill: same-family dense on ms (= total); peers' whole-prompt totals against
+        # total_ms, per-chunk peers against last_chunk_ms.
         c = row("ChunkedPrefill", "compact", "tp2", 131072)
-        assert close(c["speedup_vs_dense"], 6.0) and c["peer_basis"] == "last_chunk_ms"
-        assert close(c["speedup_vs_sdpa_flash"], 6.25) and close(c["speedup_vs_sdpa_cudnn"], 5.5)
+        assert close(c["speedup_vs_dense"], 6.0) and c["peer_basis"] == "total_ms"
+        assert close(c["speedup_vs_sdpa_flash"], 1500.0 / 150.0) and c["sdpa_flash_ms"] == 1500.0
+        assert c["speedup_vs_sdpa_cudnn"] is None  # no cuDNN total: said so
+        assert any("no sdpa_cudnn prefill total" in m for m in c["missing"]), c["missing"]
+        assert close(c["last_chunk_speedup_vs_sdpa_flash"], 6.25)
+        assert close(c["last_chunk_speedup_vs_sdpa_cudnn"], 5.5)
         assert (c["select_ms"], c["attn_ms"], c["total_ms"]) == (30.0, 120.0, 150.0)
-        # tp1 compact: no own dense, only total_ms: dense and peers not comparable, said so.
+        # tp1 compact: no own dense, only total_ms and no peer totals: nothing compared, said so.
         c = row("ChunkedPrefill", "compact", "tp1", 131072)
         assert c["speedup_vs_dense"] is None and c["speedup_vs_sdpa_flash"] is None
-        assert any("last_chunk_ms" in m for m in c["missing"]), c["missing"]
+        assert any("prefill total" in m for m in c["missing"]), c["missing"]
         text = open(md).read()
         assert "NVIDIA H100 80GB HBM3" in text and "| PagedFlash | random:0.10 |" in text
         assert "not run (out of memory)" in text and "## Components" in text

@@ -359,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip the output check (entries then carry check: null; not recommended)")
     run.add_argument("--no-kernel-names", action="store_true",
                      help="do not record the CUDA kernels launched (torch.profiler)")
+    run.add_argument("--prefill-total", type=int, default=0, metavar="PROMPT",
+                     help="time every chunk of a PROMPT-token prefill (kv lengths chunk, 2 chunk, "
+                          "..., PROMPT; overrides --kv-lens) and write one whole-prompt record per "
+                          "peer (mode 'prefill_total': ms summed over the chunks, last_chunk_ms) "
+                          "instead of one record per shape")
     p.add_argument("--out", default="peers.json", help="output JSON list (default peers.json)")
     p.add_argument("--self-test", action="store_true",
                    help="check FLOP counts, selections, argument parsing and schema (no torch)")
@@ -1147,9 +1152,66 @@ def self_test() -> int:
                                 "--out", os.path.join(tmp, "p.json")],
                                capture_output=True, text=True)
             assert r.returncode != 0 and "PyTorch" in r.stderr, (r.returncode, r.stderr)
-    print("peers.py self-test: 8 groups passed" + ("" if not have_torch else
+    # 9. Whole-prompt totals: sums over every chunk; a failed or missing chunk, or chunks that
+    # solved different masks, give an error record instead of a total.
+    def chunk_rec(name, kv, ms, mask="causal_lower_right", **extra):
+        r = base_record(name, {"batch": 1, "hq": 2, "hkv": 1, "head_dim": 64}, 512, kv, "bf16",
+                        "test")
+        r.update(ms=ms, tflops=1.0, mask=mask, pairs=kv * 10, **extra)
+        return r
+    entries = [chunk_rec("sdpa_flash", kv, kv / 512.0) for kv in (512, 1024, 1536)]
+    entries += [chunk_rec("sdpa_cudnn", 512, 1.0), chunk_rec("sdpa_cudnn", 1024, 1.0, mask="none"),
+                chunk_rec("sdpa_cudnn", 1536, 1.0)]
+    broken = chunk_rec("flex_block_sparse", 512, 1.0)
+    entries += [broken, {k: v for k, v in chunk_rec("flex_block_sparse", 1024, 1.0).items()
+                         if k not in ("ms", "tflops")} | {"error": "OOM"}]
+    totals = {t["name"]: t for t in prefill_totals(entries, 1536, 512)}
+    flash = totals["sdpa_flash"]
+    assert flash["mode"] == "prefill_total" and flash["kv_len"] == 1536 and flash["chunks"] == 3
+    assert flash["ms"] == 1.0 + 2.0 + 3.0 and flash["last_chunk_ms"] == 3.0, flash
+    assert flash["pairs"] == (512 + 1024 + 1536) * 10 and not validate_peer(flash)
+    assert "different masks" in totals["sdpa_cudnn"]["error"]
+    assert "2 of 3 chunks failed or missing" in totals["flex_block_sparse"]["error"]
+    assert not validate_peer(totals["flex_block_sparse"])
+    print("peers.py self-test: 9 groups passed" + ("" if not have_torch else
                                                      " (torch present: no-torch path not run)"))
     return 0
+
+
+def prefill_totals(entries: list[dict[str, Any]], prompt: int, chunk: int) -> list[dict[str, Any]]:
+    """One 'prefill_total' record per (peer, variant) that ran every chunk of the prompt without
+    error: ms and pairs summed over the chunks, the last chunk's ms, and the per-chunk record of
+    the last chunk's settings (mask, form). Peers with a failed chunk get an error record."""
+    want = list(range(chunk, prompt + 1, chunk))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((e["name"], e.get("variant", "")), []).append(e)
+    out = []
+    for (name, variant), recs in groups.items():
+        by_kv = {r["kv_len"]: r for r in recs}
+        last = by_kv.get(prompt, recs[-1])
+        rec = {k: v for k, v in last.items()
+               if k not in ("ms", "tflops", "pairs", "check", "kernels", "alternatives", "ms_min",
+                            "ms_max", "error")}
+        rec["mode"] = "prefill_total"
+        rec["kv_len"] = prompt
+        rec["chunks"] = len(want)
+        bad = [kv for kv in want if kv not in by_kv or "error" in by_kv[kv]]
+        masks = {by_kv[kv].get("mask") for kv in want if kv in by_kv and "error" not in by_kv[kv]}
+        if bad:
+            first = by_kv.get(bad[0], {})
+            rec["error"] = (f"{len(bad)} of {len(want)} chunks failed or missing (first at kv "
+                            f"{bad[0]}: {first.get('error', 'missing')})")
+        elif len(masks) > 1:
+            rec["error"] = f"chunks solved different masks {sorted(map(str, masks))}"
+        else:
+            rec["ms"] = sum(by_kv[kv]["ms"] for kv in want)
+            rec["last_chunk_ms"] = by_kv[prompt]["ms"]
+            rec["pairs"] = sum(by_kv[kv]["pairs"] for kv in want)
+            rec["tflops"] = attention_tflops(rec["pairs"], rec["head_dim"], rec["ms"])
+            rec["mask"] = masks.pop()
+        out.append(ordered(rec))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1161,7 +1223,21 @@ def main(argv: list[str] | None = None) -> int:
         shape = resolve_shape(args)
     except ValueError as e:
         parser.error(str(e))
-    return run_peers(args, shape)
+    if args.prefill_total:
+        if args.prefill_total % args.chunk:
+            parser.error(f"--prefill-total {args.prefill_total} must be a multiple of --chunk "
+                         f"{args.chunk}")
+        args.kv_lens = list(range(args.chunk, args.prefill_total + 1, args.chunk))
+    rc = run_peers(args, shape)
+    if args.prefill_total:
+        with open(args.out) as fh:
+            entries = json.load(fh)
+        totals = prefill_totals(entries, args.prefill_total, args.chunk)
+        write_json(args.out, totals)
+        for t in totals:
+            log(f"prefill total {t['name']} {t.get('variant', '')}: "
+                + (f"{t['ms']:.1f} ms over {t['chunks']} chunks" if "ms" in t else t["error"]))
+    return rc
 
 
 if __name__ == "__main__":

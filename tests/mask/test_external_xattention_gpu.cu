@@ -92,6 +92,8 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       {4, 4, 128, DType::fp16, 128, 128, 256, 8, 0.8f, 2, 400, 2500},  // G = 1, page 256
       {16, 2, 64, DType::bf16, 32, 128, 16, 4, 0.95f, 2, 200, 1500},   // G = 8, stride 4
       {4, 1, 128, DType::bf16, 64, 32, 64, 16, 0.5f, 2, 250, 1800},    // stride 16, Bk / S = 2
+      {8, 2, 128, DType::bf16, 128, 64, 16, 16, 0.9f, 2, 300, 5000},   // Bk / S = 4, long KV
+      {4, 2, 64, DType::fp16, 32, 16, 16, 16, 0.85f, 2, 200, 3000},    // Bk / S = 1
   };
   std::uint64_t salt = 9100;
   long long selected = 0, causal = 0;

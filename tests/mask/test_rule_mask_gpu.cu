@@ -1,9 +1,9 @@
 // Device RuleMask builds equal their host builds bit for bit.
 #include <doctest/doctest.h>
 
-#include "compact/mask/rule_mask.cuh"
 #include "../support/device_problem.cuh"
 #include "../support/seed.hpp"
+#include "compact/mask/rule_mask.cuh"
 
 using namespace compact;
 
@@ -41,5 +41,9 @@ void check_device_equals_host(const Mask& m, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("DenseMask: device equals host") { check_device_equals_host(DenseMask{}, 5001); }
-TEST_CASE("SinkLocalMask: device equals host") { check_device_equals_host(SinkLocalMask(2, 4), 5002); }
+TEST_CASE("DenseMask: device equals host") {
+  check_device_equals_host(DenseMask{}, 5001);
+}
+TEST_CASE("SinkLocalMask: device equals host") {
+  check_device_equals_host(SinkLocalMask(2, 4), 5002);
+}

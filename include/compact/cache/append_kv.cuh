@@ -118,11 +118,25 @@ __device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
   }
 }
 
-/// One CTA per (touched block j of sequence b): it copies the block's new tokens into their pages
-/// and recomputes the block's summaries, one thread per (tensor, KV head, 8 channels), tokens in
-/// ascending order (the host reference's order).
+/// Most pages one KV block can span (Bk <= 256 tokens, pages of at least one token).
+inline constexpr int kMaxBlockPages = 257;
+
+/// Threads per CTA of the append kernel; each owns one (tensor, 8 channels) column of a block.
+inline constexpr int kAppendThreads = 64;
+
+/// Tokens whose 16-byte loads one thread keeps in flight.
+inline constexpr int kAppendBatch = 16;
+
+/// One CTA per (touched block of sequence b, group of kAppendThreads columns): the block's page
+/// offsets are staged in shared memory once; each thread then walks its column (K or V, 8
+/// channels of one KV head) through the block's tokens in ascending order, kAppendBatch loads in
+/// flight, copying the new tokens from the chunk into their pages and accumulating the summaries
+/// from the block's valid tokens (old ones from the cache, new ones from the chunk), in the host
+/// reference's order.
 template <class T>
-__global__ void append_kv_kernel(AttentionConfig c, KvChunk chunk, PagedKV cache) {
+__global__ void __launch_bounds__(kAppendThreads)
+    append_kv_kernel(AttentionConfig c, KvChunk chunk, PagedKV cache) {
+  __shared__ std::int64_t page_base[kMaxBlockPages];
   const int b = blockIdx.y;
   if (b >= chunk.num_seqs) return;
   const int q_begin = chunk.cu_seqlens[b];
@@ -134,83 +148,85 @@ __global__ void append_kv_kernel(AttentionConfig c, KvChunk chunk, PagedKV cache
   if (kb > (len - 1) / c.block_k) return;
   const int blk_begin = kb * c.block_k;
   const int blk_end = min_of(blk_begin + c.block_k, len);
-  const int vecs = c.num_kv_heads * c.head_dim / 8;  // 16-byte vectors per token
-  const std::int64_t ks = chunk.k_stride != 0 ? chunk.k_stride : std::int64_t{vecs} * 8;
-  const std::int64_t vs = chunk.v_stride != 0 ? chunk.v_stride : std::int64_t{vecs} * 8;
-  const T* src_k = static_cast<const T*>(chunk.k);
-  const T* src_v = static_cast<const T*>(chunk.v);
-  T* pool_k = static_cast<T*>(cache.k_pages);
-  T* pool_v = static_cast<T*>(cache.v_pages);
-
-  // 1. The block's new tokens into their pages.
-  const int new_begin = max_of(blk_begin, pos0);
-  const int copies = (blk_end - new_begin) * vecs;
-  for (int i = threadIdx.x; i < copies; i += blockDim.x) {
-    const int pos = new_begin + i / vecs;
-    const int e = (i % vecs) * 8;
-    const std::int64_t dst = cache.offset(b, pos, 0) + e;
-    const std::int64_t row = q_begin + (pos - pos0);
-    *reinterpret_cast<uint4*>(pool_k + dst) = *reinterpret_cast<const uint4*>(src_k + row * ks + e);
-    *reinterpret_cast<uint4*>(pool_v + dst) = *reinterpret_cast<const uint4*>(src_v + row * vs + e);
+  const int ps_shift = __ffs(cache.page_size) - 1;  // page sizes are powers of two
+  const int ps_mask = cache.page_size - 1;
+  const int first_page = blk_begin >> ps_shift;
+  const int n_pages = ((blk_end - 1) >> ps_shift) - first_page + 1;
+  for (int i = threadIdx.x; i < n_pages; i += blockDim.x) {
+    page_base[i] = static_cast<std::int64_t>(
+                       cache.page_table[static_cast<std::int64_t>(b) * cache.page_table_stride +
+                                        first_page + i]) *
+                   cache.resolved_page_stride();
   }
+  __syncthreads();
 
-  // 2. The block's summaries, from its valid tokens (old ones from the cache, new from the chunk).
+  const int vecs = c.num_kv_heads * c.head_dim / 8;  // 16-byte vectors per token
+  const int task = static_cast<int>(blockIdx.z * blockDim.x + threadIdx.x);
+  if (task >= 2 * vecs) return;
+  const bool is_v = task >= vecs;
+  const int e = (task % vecs) * 8;  // element offset within the token: head * D + channel
+  const std::int64_t row = std::int64_t{vecs} * 8;
+  const std::int64_t stride = is_v ? (chunk.v_stride != 0 ? chunk.v_stride : row)
+                                   : (chunk.k_stride != 0 ? chunk.k_stride : row);
+  const T* src = static_cast<const T*>(is_v ? chunk.v : chunk.k) + e;
+  T* pool = static_cast<T*>(is_v ? cache.v_pages : cache.k_pages) + e;
+  const std::int64_t token_elems = std::int64_t{c.num_kv_heads} * c.head_dim;
+  auto pool_at = [&](int pos) {
+    return page_base[(pos >> ps_shift) - first_page] + (pos & ps_mask) * token_elems;
+  };
+
   const KeySummaries& s = cache.summaries;
-  const bool want_k = s.mean_k != nullptr || s.min_k != nullptr || s.max_k != nullptr;
-  const bool want_v = s.mean_v != nullptr;
-  if (!want_k && !want_v) return;
   const int slot = s.slot(b);
-  if (slot < 0 || slot >= s.num_slots || kb >= s.max_blocks) return;  // host mirrors check these
-  const int tasks = vecs * (want_k && want_v ? 2 : 1);
+  const bool slot_ok = slot >= 0 && slot < s.num_slots && kb < s.max_blocks;  // host mirrors
+  const bool want =
+      slot_ok && (is_v ? s.mean_v != nullptr
+                       : (s.mean_k != nullptr || s.min_k != nullptr || s.max_k != nullptr));
+  float sum[8], lo[8], hi[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    sum[j] = 0.0f;
+    lo[j] = INFINITY;
+    hi[j] = -INFINITY;
+  }
+  // Without summaries only the new tokens are visited (copied).
+  for (int p0 = want ? blk_begin : max_of(blk_begin, pos0); p0 < blk_end; p0 += kAppendBatch) {
+    uint4 raw[kAppendBatch];
+#pragma unroll
+    for (int u = 0; u < kAppendBatch; ++u) {
+      const int pos = p0 + u;
+      if (pos < blk_end) {
+        raw[u] = *reinterpret_cast<const uint4*>(
+            pos < pos0 ? pool + pool_at(pos) : src + (q_begin + (pos - pos0)) * stride);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kAppendBatch; ++u) {
+      const int pos = p0 + u;
+      if (pos >= blk_end) break;
+      if (pos >= pos0) *reinterpret_cast<uint4*>(pool + pool_at(pos)) = raw[u];
+      if (!want) continue;
+      float x[8];
+      widen8<T>(raw[u], x);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        sum[j] = exact::add(sum[j], x[j]);
+        lo[j] = x[j] < lo[j] ? x[j] : lo[j];
+        hi[j] = x[j] > hi[j] ? x[j] : hi[j];
+      }
+    }
+  }
+  if (!want) return;
   const float count = static_cast<float>(blk_end - blk_begin);
-  for (int task = threadIdx.x; task < tasks; task += blockDim.x) {
-    const bool is_v = !want_k || task >= vecs;
-    const int e = (task % vecs) * 8;  // element offset within the token: head * D + channel
-    const T* pool = is_v ? pool_v : pool_k;
-    const T* src = is_v ? src_v : src_k;
-    const std::int64_t stride = is_v ? vs : ks;
-    float sum[8], lo[8], hi[8];
+  const int h = e / c.head_dim;
+  const std::int64_t at = s.offset(slot, kb, h, c.num_kv_heads, c.head_dim) + e % c.head_dim;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      sum[j] = 0.0f;
-      lo[j] = INFINITY;
-      hi[j] = -INFINITY;
-    }
-    constexpr int kBatch = 4;  // loads in flight before the in-order accumulation
-    for (int p0 = blk_begin; p0 < blk_end; p0 += kBatch) {
-      uint4 raw[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int pos = p0 + u;
-        if (pos >= blk_end) break;
-        const T* at = pos < pos0 ? pool + cache.offset(b, pos, 0) + e
-                                 : src + (q_begin + (pos - pos0)) * stride + e;
-        raw[u] = *reinterpret_cast<const uint4*>(at);
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        if (p0 + u >= blk_end) break;
-        float x[8];
-        widen8<T>(raw[u], x);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          sum[j] = exact::add(sum[j], x[j]);
-          lo[j] = x[j] < lo[j] ? x[j] : lo[j];
-          hi[j] = x[j] > hi[j] ? x[j] : hi[j];
-        }
-      }
-    }
-    const int h = e / c.head_dim;
-    const std::int64_t at = s.offset(slot, kb, h, c.num_kv_heads, c.head_dim) + e % c.head_dim;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      if (is_v) {
-        s.mean_v[at + j] = exact::div(sum[j], count);
-      } else {
-        if (s.mean_k) s.mean_k[at + j] = exact::div(sum[j], count);
-        if (s.min_k) s.min_k[at + j] = lo[j];
-        if (s.max_k) s.max_k[at + j] = hi[j];
-      }
+  for (int j = 0; j < 8; ++j) {
+    if (is_v) {
+      s.mean_v[at + j] = exact::div(sum[j], count);
+    } else {
+      if (s.mean_k) s.mean_k[at + j] = exact::div(sum[j], count);
+      if (s.min_k) s.min_k[at + j] = lo[j];
+      if (s.max_k) s.max_k[at + j] = hi[j];
     }
   }
 }
@@ -272,19 +288,22 @@ inline void append_kv_host(const AttentionConfig& c, const PlanLimits& l, const 
 }
 
 /// Device append (every pointer device memory): one kernel, grid fixed by the limits
-/// (ceil(max_chunk / Bk) + 1 blocks per sequence of max_batch), no allocation, no
-/// synchronization. Same results as append_kv_host, bit for bit. Slot ids and lengths are checked
-/// on the host when the chunk / summaries carry host mirrors; on the device an out-of-range slot
-/// skips the summary write instead of writing out of bounds.
+/// (ceil(max_chunk / Bk) + 1 blocks per sequence of max_batch, times the column groups), no
+/// allocation, no synchronization. Same results as append_kv_host, bit for bit. Slot ids and
+/// lengths are checked on the host when the chunk / summaries carry host mirrors; on the device an
+/// out-of-range slot skips the summary write instead of writing out of bounds.
 inline void append_kv_device(const AttentionConfig& c, const PlanLimits& l, const KvChunk& chunk,
                              const PagedKV& cache, cudaStream_t stream = nullptr) {
   append_detail::validate(c, l, chunk, cache, Space::device);
-  const dim3 grid(append_detail::max_touched_blocks(c, l), l.max_batch);
-  constexpr int kThreads = 128;
+  using append_detail::kAppendThreads;
+  const int columns = 2 * c.num_kv_heads * c.head_dim / 8;  // (K or V, 8 channels) per token
+  const dim3 grid(append_detail::max_touched_blocks(c, l), l.max_batch,
+                  ceil_div(columns, kAppendThreads));
   if (c.dtype == DType::bf16) {
-    append_detail::append_kv_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(c, chunk, cache);
+    append_detail::append_kv_kernel<__nv_bfloat16>
+        <<<grid, kAppendThreads, 0, stream>>>(c, chunk, cache);
   } else {
-    append_detail::append_kv_kernel<__half><<<grid, kThreads, 0, stream>>>(c, chunk, cache);
+    append_detail::append_kv_kernel<__half><<<grid, kAppendThreads, 0, stream>>>(c, chunk, cache);
   }
   COMPACT_CHECK_LAUNCH("append_kv_kernel");
 }

@@ -158,21 +158,30 @@ COMPACT_HOST_DEVICE inline float ordered_max(float a, float b) {
   return ordered_key(a) >= ordered_key(b) ? a : b;
 }
 
+/// Coefficients of det_exp2()'s polynomial for 2^f on [0, 1], kExp2P5 f^5 + ... + kExp2P0
+/// (p(0) = 1 exactly; relative error below 2e-7; fitted for this library). p(f) < 2 for every
+/// float f in [0, 1) (checked exhaustively), so p(f) * 2^23 is an integer in [2^23, 2^24).
+inline constexpr float kExp2P5 = 1.858732430e-03f;
+inline constexpr float kExp2P4 = 9.031213820e-03f;
+inline constexpr float kExp2P3 = 5.579370633e-02f;
+inline constexpr float kExp2P2 = 2.401643842e-01f;
+inline constexpr float kExp2P1 = 6.931515932e-01f;
+inline constexpr float kExp2P0 = 1.0f;
+
 /// 2^x for x <= 0, the same bits on host and device: 0 below -64 (and for -inf or NaN), else
-/// p(f) * 2^n with n = floor(x), f = x - n and p a degree-5 polynomial for 2^f on [0, 1]
-/// (p(0) = 1 exactly; relative error below 2e-7; coefficients fitted for this library) evaluated
-/// by Horner's rule with fused multiply-adds. Inputs above 0 are treated as 0.
+/// p(f) * 2^n with n = floor(x), f = x - n and p the degree-5 polynomial kExp2P* evaluated by
+/// Horner's rule with fused multiply-adds. Inputs above 0 are treated as 0.
 COMPACT_HOST_DEVICE inline float det_exp2(float x) {
   if (!(x >= -64.0f)) return 0.0f;
   if (x > 0.0f) x = 0.0f;
   const float n = floor(x);
   const float f = sub(x, n);
-  float p = 1.858732430e-03f;
-  p = fma(p, f, 9.031213820e-03f);
-  p = fma(p, f, 5.579370633e-02f);
-  p = fma(p, f, 2.401643842e-01f);
-  p = fma(p, f, 6.931515932e-01f);
-  p = fma(p, f, 1.0f);
+  float p = kExp2P5;
+  p = fma(p, f, kExp2P4);
+  p = fma(p, f, kExp2P3);
+  p = fma(p, f, kExp2P2);
+  p = fma(p, f, kExp2P1);
+  p = fma(p, f, kExp2P0);
   const int e = static_cast<int>(n);  // in [-64, 0]: 2^e is a normal float
   return mul(p, float_of(static_cast<std::uint32_t>(e + 127) << 23));
 }
@@ -187,6 +196,42 @@ COMPACT_HOST_DEVICE inline std::uint32_t fix_exp2(float x) {
   if (!(x >= -static_cast<float>(kFixBits))) return 0u;
   return to_u32(mul(det_exp2(x), static_cast<float>(1u << kFixBits)));
 }
+
+#if defined(__CUDACC__)
+/// fix_exp2(x) for every x that is not above 0 (-0, -inf and NaN included), in full-rate
+/// arithmetic only: no conversion or rounding instructions (F2I / I2F / FRND run at a quarter of
+/// the FMA rate and dominate a softmax-sum epilogue). Same bits as fix_exp2() by construction,
+/// and checked on every such input by tests/mask/test_flash_prefill_gpu.cu:
+/// - x is clamped to [-24, 0] (NaN -> -24); every input below -20 gives 0 either way;
+/// - t = 1.5 * 2^23 + x rounded down is 1.5 * 2^23 + floor(x) exactly (the float spacing there is
+///   1), so n = t - 1.5 * 2^23 is floor(x) and the bits of t are 0x4B400000 + floor(x);
+/// - f and p are det_exp2()'s; p in [1, 2), so P = bits(p) - 0x3F000000 = p * 2^23 exactly;
+/// - fix_exp2 = trunc(p * 2^n * 2^20) (both products exact) = P >> (3 - n), a shift in [3, 27].
+__device__ __forceinline__ std::uint32_t fix_exp2_nonpos(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  x = fmaxf(x, -24.0f);
+  const float t = __fadd_rd(x, kMagic);
+  const float f = __fsub_rn(x, __fsub_rn(t, kMagic));
+  float p = kExp2P5;
+  p = __fmaf_rn(p, f, kExp2P4);
+  p = __fmaf_rn(p, f, kExp2P3);
+  p = __fmaf_rn(p, f, kExp2P2);
+  p = __fmaf_rn(p, f, kExp2P1);
+  p = __fmaf_rn(p, f, kExp2P0);
+  return (__float_as_uint(p) - 0x3F000000u) >> (0x4B400003u - __float_as_uint(t));
+}
+
+/// quantize(x, inv, levels) as a float, in full-rate arithmetic (no rounding or conversion
+/// instruction), for the entries x of a vector whose absmax gave inv = quant_of(amax, levels).inv.
+/// Then |x * inv| rounds to at most levels * (1 + 2^-23) (levels < 2^20), so quantize()'s clamp
+/// never applies, and floor(w) for |w| < 2^22 is (w + 1.5 * 2^23 rounded down) - 1.5 * 2^23.
+/// The result is an integer-valued float (never -0), exact in bf16 for levels <= 256.
+__device__ __forceinline__ float quantize_in_range(float x, float inv) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float w = __fadd_rn(__fmul_rn(x, inv), 0.5f);
+  return __fsub_rn(__fadd_rd(w, kMagic), kMagic);
+}
+#endif
 
 /// log2(e) as a float.
 inline constexpr float kLog2e = 1.44269504088896341f;

@@ -17,8 +17,8 @@ namespace compact {
 /// A predicate over KV blocks of one mask row: `bool operator()(const MaskRowContext&, int kb)
 /// const`, callable on host and device (mark it COMPACT_HOST_DEVICE).
 template <class R>
-concept MaskRule = std::copy_constructible<R> && requires(const R& r, const MaskRowContext& ctx,
-                                                          int kb) {
+concept MaskRule = std::copy_constructible<R> &&
+    requires(const R& r, const MaskRowContext& ctx, int kb) {
   { r(ctx, kb) } -> std::convertible_to<bool>;
 };
 

@@ -59,9 +59,7 @@ namespace xattention {
 /// Quantization levels: per-token integers in [-255, 255], D * 255^2 < 2^24.
 inline constexpr int kLevels = 255;
 /// Key groups per CTA tile of the scoring kernel (a multiple of block_k / stride).
-inline constexpr int kTileGroups = 64;
-/// Reshaped query rows per CTA tile.
-inline constexpr int kTileRows = 128;
+inline constexpr int kTileGroups = 128;
 
 /// Absolute position of the last query row of reshaped row (antidiagonal group) i of a chunk.
 COMPACT_HOST_DEVICE inline int group_last_pos(const SeqInfo& s, int i, int stride) {
@@ -180,14 +178,15 @@ inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
       for (int kb = 0; kb < n_cand; ++kb) {
         std::uint32_t k = exact::kOrderedMinusInf;
         for (int g = 0; g < gpb; ++g) k = std::max(k, exact::ordered_key(x[kb * gpb + g]));
-        mu[kb] = exact::from_ordered_key(k);
+        const float mk = exact::from_ordered_key(k);
+        mu[kb] = mk == 0.0f ? 0.0f : mk;  // a zero maximum is +0 (the device uses fmaxf)
         if (k != exact::kOrderedMinusInf) {
           for (int g = 0; g < gpb; ++g) {
             const float v = x[kb * gpb + g];
             if (v != -INFINITY) sigma[kb] += exact::fix_exp2(exact::sub(v, mu[kb]));
           }
         }
-        row_key = std::max(row_key, k);
+        row_key = std::max(row_key, exact::ordered_key(mu[kb]));
       }
       const float m_row = exact::from_ordered_key(row_key);
       std::uint64_t z = 0;
@@ -243,12 +242,13 @@ inline void select_row(const XAttentionParams& p, const QueryBlockSpan& span,
 
 /// Scratch of the device build, laid out from the config and limits alone.
 struct Scratch {
-  __nv_bfloat16* qq = nullptr;     ///< [total_q bound][Hq][D] quantized queries.
-  float* qscale = nullptr;         ///< [total_q bound][Hq].
-  float* mu = nullptr;             ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
-  std::uint32_t* sigma = nullptr;  ///< Same shape: fixed-point sums.
-  int groups = 0;                  ///< ceil(max_chunk / stride): reshaped rows per (b, h).
-  int kv_blocks = 0;               ///< ceil(max_kv_len / Bk).
+  __nv_bfloat16* qq = nullptr;      ///< [total_q bound][Hq][D] quantized queries.
+  float* qscale = nullptr;          ///< [total_q bound][Hq].
+  float* mu = nullptr;              ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
+  std::uint32_t* sigma = nullptr;   ///< Same shape: fixed-point sums.
+  std::uint32_t* weight = nullptr;  ///< Same shape: the selection's row weights W.
+  int groups = 0;                   ///< ceil(max_chunk / stride): reshaped rows per (b, h).
+  int kv_blocks = 0;                ///< ceil(max_kv_len / Bk).
   std::size_t bytes = 0;
 
   static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, void* base,
@@ -265,6 +265,7 @@ struct Scratch {
     s.qscale = carver.take<float>(rows);
     s.mu = carver.take<float>(cells);
     s.sigma = carver.take<std::uint32_t>(cells);
+    s.weight = carver.take<std::uint32_t>(cells);
     s.bytes = carver.used();
     return s;
   }
@@ -294,14 +295,14 @@ __device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
   }
 }
 
-/// Quantizes 8 floats to bf16 integers with `inv`, packed in a uint4.
+/// Quantizes 8 entries of a vector whose absmax gave `inv` to bf16 integers, packed in a uint4
+/// (exact::quantize() through its full-rate form, exact::quantize_in_range()).
 __device__ __forceinline__ uint4 quantize8(const float (&x)[8], float inv) {
   std::uint32_t packed[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 v =
-        __halves2bfloat162(__int2bfloat16_rn(exact::quantize(x[2 * i], inv, kLevels)),
-                           __int2bfloat16_rn(exact::quantize(x[2 * i + 1], inv, kLevels)));
+    const __nv_bfloat162 v = __floats2bfloat162_rn(exact::quantize_in_range(x[2 * i], inv),
+                                                   exact::quantize_in_range(x[2 * i + 1], inv));
     std::memcpy(&packed[i], &v, 4);
   }
   return make_uint4(packed[0], packed[1], packed[2], packed[3]);
@@ -337,26 +338,37 @@ __global__ void __launch_bounds__(256)
   if (ch == 0) scr.qscale[row] = qt.scale;
 }
 
-/// Compile-time geometry of the scoring kernel: a 128-row x 64-group tile, 8 warps as 4 (rows)
-/// x 2 (groups), each warp 32 x 32.
-template <class T, int kD_>
+/// Copies 4 bytes from global `src` to shared `dst` asynchronously (zero-filled when `valid` is
+/// false; `src` must then still be a mapped address).
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(arch::smem_addr(dst)),
+               "l"(src), "r"(valid ? 4 : 0));
+}
+
+/// Compile-time geometry of the scoring kernel: a kM-row x 128-group tile, kWarps warps stacked
+/// along the rows (32 rows x 128 groups each, 128 fp32 logit accumulators per thread).
+template <class T, int kD_, int kWarps_>
 struct ScoreTraits {
   using Element = T;
   static constexpr int kD = kD_;
-  static constexpr int kThreads = 256;
-  static constexpr int kM = kTileRows;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kM = kWarps * 32;
   static constexpr int kN = kTileGroups;
+  static constexpr int kNAtoms = kN / 8;
   static constexpr int kChunks = kD / 8;
   static constexpr int kKSteps = kD / 16;
-  static constexpr int kABytes = kM * kD * 2;
-  static constexpr int kBBytes = kN * kD * 2;
-  static constexpr int kOffB = 2 * kABytes;
-  static constexpr int kOffAScale = kOffB + 2 * kBBytes;      // [2][kM]
-  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  // [kN]
-  static constexpr int kXStride = kN + 1;                     // floats per row of the logit tile
-  static constexpr int kSmemBytes = kOffBScale + kN * 4;
-  static_assert(kM * kXStride * 4 <= kOffAScale, "the logit tile reuses the query and key stages");
+  static constexpr int kAElems = kM * kD;
+  static constexpr int kBElems = kN * kD;
+  static constexpr int kStageElems = kAElems + kBElems;
+  static constexpr int kOffAScale = 2 * kStageElems * 2;      // [2][kM] f32
+  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  // [2][kN] f32
+  static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;   // [kN] i64: group's first key
+  static constexpr int kOffQRow = kOffKBase + kN * 8;         // [kM] i32: token row at t = 0
+  static constexpr int kOffQMin = kOffQRow + kM * 4;          // [kM] i32: first valid segment
+  static constexpr int kSmemBytes = kOffQMin + kM * 4;
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
+  static_assert(kN == 128, "the block reduction assumes 16 n8 atoms per warp");
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return row * kChunks + (chunk ^ (row & 7));
   }
@@ -369,33 +381,39 @@ struct ScoreParams {
   PagedKV cache;
   Scratch scr;
   int stride = 8;
-  int m_tiles = 0;  ///< Row tiles per (b, kvh): ceil(G * groups / kTileRows).
+  int m_tiles = 0;  ///< Row tiles per (b, kvh): ceil(G * groups / kM).
+  int n_tiles = 0;  ///< Group tiles of the limits' longest sequence.
   float cx = 0.0f;  ///< softmax scale * log2(e) / stride.
 };
 
 /// Logits of one (row tile, group tile) of (b, kvh): rows are (local head g, reshaped row i) =
-/// (m / groups, m % groups); y = sum_t (I_t * a_t) * b_t in order t = 0..S-1 (one mma.sync pass
-/// over D per segment t, exact), x = y * cx; then per (row, KV block) the maximum mu and the
-/// fixed-point sum sigma of 2^(x - mu) over the block's groups.
+/// (m / groups, m % groups); y = sum_t (I_t * a_t) * b_t in order t = 0..S-1, x = y * cx; then
+/// per (row, KV block) the maximum mu and the fixed-point sum sigma of 2^(x - mu) over the
+/// block's groups.
+///
+/// Per segment t (double-buffered cp.async of the query slice from the quantized scratch and the
+/// key slice straight from the pages, keys quantized in shared memory) each warp keeps its 32
+/// rows' query fragments for the whole of D in registers and walks the 128 groups 16 at a time:
+/// 8 k-steps of exact integer MMAs into a small accumulator, then y += (I * a) * b. The host adds
+/// +0 to I first; a zero term's sign never changes y (y starts at +0 and is never -0).
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kThreads, 2) score_kernel(ScoreParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   using T = typename Tr::Element;
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* sA = reinterpret_cast<bf16*>(smem);
-  bf16* sB = reinterpret_cast<bf16*>(smem + Tr::kOffB);
+  bf16* sStage = reinterpret_cast<bf16*>(smem);  // [2][A: kM x D | B: kN x D]
   float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
   float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
-  float* sX = reinterpret_cast<float*>(smem);  // after the main loop (over the Q and K stages)
+  std::int64_t* sKBase = reinterpret_cast<std::int64_t*>(smem + Tr::kOffKBase);
+  int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
+  int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
 
   const AttentionConfig& c = p.c;
   const int S = p.stride, G = c.gqa_group();
-  const int n_tile = blockIdx.x;
-  int y = blockIdx.y;
-  const int m_tile = y % p.m_tiles;
-  y /= p.m_tiles;
-  const int kvh = y % c.num_kv_heads;
-  const int b = y / c.num_kv_heads;
+  const int m_tile = static_cast<int>(blockIdx.x % p.m_tiles);  // row tiles of a group tile
+  const int n_tile = static_cast<int>(blockIdx.x / p.m_tiles);  // run side by side (K reuse)
+  const int kvh = blockIdx.y % c.num_kv_heads;
+  const int b = blockIdx.y / c.num_kv_heads;
   if (b >= p.batch.num_seqs) return;
   const SeqInfo s = seq_info(p.batch, b);
   if (s.q_len <= 0) return;
@@ -413,21 +431,51 @@ __global__ void __launch_bounds__(Tr::kThreads, 2) score_kernel(ScoreParams p) {
     if (!any) return;
   }
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int warp_m = warp & 3, warp_n = warp >> 2;
+  const int q4 = lane & 3, r8 = lane >> 2;
   const T* pool = static_cast<const T*>(p.cache.k_pages);
 
+  // Per-CTA address tables. Query row r = (g, i) reads chunk row i*S + S-1-t of head kvh*G + g at
+  // segment t: packed row id sQRow[r] - t * Hq, valid for t >= sQMin[r] (S: never). Key group jj
+  // reads positions (j0 + jj) * S + t: when a group never straddles a page (page_size >= S), its
+  // element offset is sKBase[jj] + t * Hkv * D (-1: the group starts past the sequence).
+  const int ps_shift = __ffs(p.cache.page_size) - 1;  // page sizes are powers of two
+  const bool group_in_page = p.cache.page_size >= S;
+  const int hq = c.num_q_heads;
+  const std::int64_t key_step = std::int64_t{c.num_kv_heads} * Tr::kD;  // one token
+  for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
+    const int m = m0 + r, g = m / Rmax, i = m % Rmax;
+    const bool ok = g < G && i < R;
+    sQRow[r] = ok ? (s.q_begin + i * S + S - 1) * hq + kvh * G + g : 0;
+    sQMin[r] = ok ? max_of(0, i * S + S - s.q_len) : S;
+  }
+  for (int jj = tid; jj < Tr::kN; jj += Tr::kThreads) {
+    const int pos = (j0 + jj) * S;
+    std::int64_t base = -1;
+    if (group_in_page && pos < s.kv_len) {
+      const int page = p.cache.page_table[static_cast<std::int64_t>(b) * p.cache.page_table_stride +
+                                          (pos >> ps_shift)];
+      base = page * p.cache.resolved_page_stride() +
+             ((pos & (p.cache.page_size - 1)) * c.num_kv_heads + kvh) * std::int64_t{Tr::kD};
+    }
+    sKBase[jj] = base;
+  }
+  __syncthreads();
+
   auto issue = [&](int t, int stage) {
-    // Query slice: reshaped row m, segment t -> chunk row i*S + S-1-t of head kvh*G + g.
+    bf16* sA = sStage + stage * Tr::kStageElems;
+    bf16* sB = sA + Tr::kAElems;
+    // Query slice (16-byte chunk ch of row r; the chunk is the same for all of a thread's rows).
     for (int k = tid; k < Tr::kM * Tr::kChunks; k += Tr::kThreads) {
       const int r = k / Tr::kChunks, ch = k % Tr::kChunks;
-      const int m = m0 + r, g = m / Rmax, i = m % Rmax;
-      const int cr = i * S + S - 1 - t;
-      const bool ok = g < G && i < R && cr < s.q_len;
-      const std::int64_t row =
-          ok ? static_cast<std::int64_t>(s.q_begin + cr) * c.num_q_heads + kvh * G + g : 0;
-      arch::cp_async_16(sA + stage * Tr::kM * Tr::kD + Tr::swizzle(r, ch) * 8,
+      const bool ok = t >= sQMin[r];
+      const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
+      arch::cp_async_16(sA + Tr::swizzle(r, ch) * 8,
                         ok ? p.scr.qq + row * Tr::kD + ch * 8 : p.scr.qq, ok);
-      if (ch == 0) sAScale[stage * Tr::kM + r] = ok ? p.scr.qscale[row] : 0.0f;
+    }
+    for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
+      const bool ok = t >= sQMin[r];
+      cp_async_4(sAScale + stage * Tr::kM + r,
+                 ok ? p.scr.qscale + (sQRow[r] - t * hq) : p.scr.qscale, ok);
     }
     // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
     for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
@@ -435,33 +483,36 @@ __global__ void __launch_bounds__(Tr::kThreads, 2) score_kernel(ScoreParams p) {
       const int pos = (j0 + jj) * S + t;
       const bool ok = pos < s.kv_len;
       const T* src = pool;  // the page table is read only for keys that exist
-      if (ok) src = pool + p.cache.offset(b, pos, kvh) + ch * 8;
-      arch::cp_async_16(sB + stage * Tr::kN * Tr::kD + Tr::swizzle(jj, ch) * 8, src, ok);
+      if (ok) {
+        src = pool + ch * 8 +
+              (group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh));
+      }
+      arch::cp_async_16(sB + Tr::swizzle(jj, ch) * 8, src, ok);
     }
     arch::cp_async_commit();
   };
 
-  float acc_y[2][4][4];
+  float y[2][Tr::kNAtoms][4];
 #pragma unroll
   for (int a = 0; a < 2; ++a)
 #pragma unroll
-    for (int n = 0; n < 4; ++n)
+    for (int n = 0; n < Tr::kNAtoms; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc_y[a][n][e] = 0.0f;
+      for (int e = 0; e < 4; ++e) y[a][n][e] = 0.0f;
 
-  const int mi = lane & 7, mj = lane >> 3;
   issue(0, 0);
 #pragma unroll 1
   for (int t = 0; t < S; ++t) {
     const int stage = t & 1;
+    const bf16* sA = sStage + stage * Tr::kStageElems;
+    bf16* sB = sStage + stage * Tr::kStageElems + Tr::kAElems;
     arch::cp_async_wait<0>();
     __syncthreads();  // slice t landed; every warp is done with slice t-1
     if (t + 1 < S) issue(t + 1, stage ^ 1);
     // Quantize the key slice in place, one key per kChunks lanes.
-    bf16* sBs = sB + stage * Tr::kN * Tr::kD;
     for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
       const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
-      uint4* at = reinterpret_cast<uint4*>(sBs + Tr::swizzle(jj, ch) * 8);
+      uint4* at = reinterpret_cast<uint4*>(sB + Tr::swizzle(jj, ch) * 8);
       float x[8];
       widen8<T>(*at, x);
       float amax = 0.0f;
@@ -472,101 +523,161 @@ __global__ void __launch_bounds__(Tr::kThreads, 2) score_kernel(ScoreParams p) {
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
       const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
       *at = quantize8(x, qt.inv);
-      if (ch == 0) sBScale[jj] = qt.scale;
+      if (ch == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
     }
     __syncthreads();
-    float acc[2][4][4];
-#pragma unroll
-    for (int a = 0; a < 2; ++a)
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[a][n][e] = 0.0f;
-    const bf16* sAs = sA + stage * Tr::kM * Tr::kD;
-#pragma unroll
-    for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-      std::uint32_t bfrag[4][2];
-#pragma unroll
-      for (int np = 0; np < 2; ++np) {
-        std::uint32_t r4[4];
-        const int key = warp_n * 32 + np * 16 + mi + 8 * (mj >> 1);
-        arch::ldmatrix_x4(r4, sBs + Tr::swizzle(key, 2 * ks + (mj & 1)) * 8);
-        bfrag[2 * np][0] = r4[0];
-        bfrag[2 * np][1] = r4[1];
-        bfrag[2 * np + 1][0] = r4[2];
-        bfrag[2 * np + 1][1] = r4[3];
-      }
-#pragma unroll
-      for (int a = 0; a < 2; ++a) {
-        std::uint32_t qa[4];
-        const int row = warp_m * 32 + a * 16 + mi + 8 * (mj & 1);
-        arch::ldmatrix_x4(qa, sAs + Tr::swizzle(row, 2 * ks + (mj >> 1)) * 8);
-#pragma unroll
-        for (int n = 0; n < 4; ++n) arch::mma_16816<bf16>(acc[a][n], qa, bfrag[n]);
-      }
-    }
-    // y += (I_t * a_t) * b_t in segment order.
+
+    // This warp's 32 query rows over the whole of D (A fragments) and their scales a_t.
+    std::uint32_t afr[2][Tr::kKSteps][4];
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const float as = sAScale[stage * Tr::kM + warp_m * 32 + a * 16 + (lane >> 2) + 8 * hh];
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+        const int row = warp * 32 + a * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+        arch::ldmatrix_x4(afr[a][ks], sA + Tr::swizzle(row, 2 * ks + (lane >> 4)) * 8);
+      }
+    }
+    float as[2][2];
 #pragma unroll
-        for (int n = 0; n < 4; ++n) {
+    for (int a = 0; a < 2; ++a)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float bs = sBScale[warp_n * 32 + n * 8 + 2 * (lane & 3) + e];
-            acc_y[a][n][2 * hh + e] =
-                exact::add(acc_y[a][n][2 * hh + e], term(acc[a][n][2 * hh + e], as, bs));
+      for (int hh = 0; hh < 2; ++hh)
+        as[a][hh] = sAScale[stage * Tr::kM + warp * 32 + a * 16 + r8 + 8 * hh];
+    const float* bscale = sBScale + stage * Tr::kN;
+
+#pragma unroll
+    for (int np = 0; np < Tr::kNAtoms / 2; ++np) {
+      float acc[2][2][4];
+#pragma unroll
+      for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int nn = 0; nn < 2; ++nn)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[a][nn][e] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+        std::uint32_t r4[4];
+        const int key = np * 16 + (lane & 7) + 8 * (lane >> 4);
+        arch::ldmatrix_x4(r4, sB + Tr::swizzle(key, 2 * ks + ((lane >> 3) & 1)) * 8);
+        const std::uint32_t b0[2] = {r4[0], r4[1]}, b1[2] = {r4[2], r4[3]};
+#pragma unroll
+        for (int a = 0; a < 2; ++a) {
+          arch::mma_16816<bf16>(acc[a][0], afr[a][ks], b0);
+          arch::mma_16816<bf16>(acc[a][1], afr[a][ks], b1);
+        }
+      }
+      // y += (I_t * a_t) * b_t in segment order.
+#pragma unroll
+      for (int nn = 0; nn < 2; ++nn) {
+        const float2 bs = *reinterpret_cast<const float2*>(bscale + np * 16 + nn * 8 + 2 * q4);
+#pragma unroll
+        for (int a = 0; a < 2; ++a) {
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& yv = y[a][2 * np + nn][2 * hh + e];
+              yv = exact::add(
+                  yv, exact::mul(exact::mul(acc[a][nn][2 * hh + e], as[a][hh]), e ? bs.y : bs.x));
+            }
           }
         }
       }
     }
   }
-  __syncthreads();  // every warp is done with the stages: the logit tile reuses them
 
+  // Logits x = y * cx (-inf where the group is not visible to the row), then per (row, KV block)
+  // mu and sigma over the block's gpb groups: a thread's two columns of an atom, its quad
+  // (gpb >= 4) and neighbouring atoms (gpb >= 16).
+  const int gpb = c.block_k / S;
+  const int n_kb = ceil_div(s.kv_len, c.block_k);
+  const bool all_visible =
+      (j0 + Tr::kN - 1) * S <= s.pos() + min_of(S - 1, s.q_len - 1);  // row i = 0 sees them all
 #pragma unroll
   for (int a = 0; a < 2; ++a) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const int r = warp_m * 32 + a * 16 + (lane >> 2) + 8 * hh;
-      const int m = m0 + r, g = m / Rmax, i = m % Rmax;
+      const int m = m0 + warp * 32 + a * 16 + r8 + 8 * hh;
+      const int g = m / Rmax, i = m % Rmax;
       const bool row_ok = g < G && i < R;
+      const int last_pos = group_last_pos(s, i, S);
+      float mu[Tr::kNAtoms];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) {
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int col = warp_n * 32 + n * 8 + 2 * (lane & 3) + e;
-          const bool vis = row_ok && group_visible(s, i, j0 + col, S);
-          sX[r * Tr::kXStride + col] = vis ? exact::mul(acc_y[a][n][2 * hh + e], p.cx) : -INFINITY;
+          float x = exact::mul(y[a][n][2 * hh + e], p.cx);
+          if (!all_visible) {
+            const int j = j0 + n * 8 + 2 * q4 + e;
+            x = j * S <= last_pos ? x : -INFINITY;
+          }
+          y[a][n][2 * hh + e] = x;
+        }
+        mu[n] = fmaxf(y[a][n][2 * hh], y[a][n][2 * hh + 1]);  // gpb >= 2: one block
+      }
+      if (gpb == 1) {
+        // Every group is its own block.
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x = y[a][n][2 * hh + e];
+            const float mz = x == 0.0f ? 0.0f : x;
+            const int kb = j0 + n * 8 + 2 * q4 + e;
+            if (row_ok && kb < n_kb) {
+              const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
+              p.scr.mu[cell] = mz;
+              p.scr.sigma[cell] = exact::fix_exp2_nonpos(__fsub_rn(x, mz));
+            }
+          }
+        }
+        continue;
+      }
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        if (gpb >= 4) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 1));
+        if (gpb >= 8) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 2));
+      }
+      if (gpb >= 16) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 2) mu[n] = mu[n + 1] = fmaxf(mu[n], mu[n + 1]);
+      }
+      if (gpb >= 32) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 4) {
+          mu[n] = mu[n + 1] = mu[n + 2] = mu[n + 3] = fmaxf(mu[n], mu[n + 2]);
+        }
+      }
+      std::uint32_t sg[Tr::kNAtoms];
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        mu[n] = mu[n] == 0.0f ? 0.0f : mu[n];  // a zero maximum is +0, as on the host
+        sg[n] = exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh], mu[n])) +
+                exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh + 1], mu[n]));
+        if (gpb >= 4) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 1);
+        if (gpb >= 8) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 2);
+      }
+      if (gpb >= 16) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 2) sg[n] += sg[n + 1];
+      }
+      if (gpb >= 32) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 4) sg[n] += sg[n + 2];
+      }
+      // The block of atom n, column 2 q4: written by the lane and atom that start it.
+      const int atoms_per_block = gpb >= 8 ? gpb / 8 : 1;
+      const int lanes_per_block = gpb >= 8 ? 4 : gpb / 2;
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        const int kb = (j0 + n * 8 + 2 * q4) / gpb;
+        if (row_ok && kb < n_kb && n % atoms_per_block == 0 && q4 % lanes_per_block == 0) {
+          const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
+          p.scr.mu[cell] = mu[n];
+          p.scr.sigma[cell] = sg[n];
         }
       }
     }
-  }
-  __syncthreads();
-
-  // Per (row, KV block of the tile): mu and sigma over the block's groups.
-  const int gpb = c.block_k / S;
-  const int blocks = Tr::kN / gpb;
-  const int n_kb = ceil_div(s.kv_len, c.block_k);
-  for (int k = tid; k < Tr::kM * blocks; k += Tr::kThreads) {
-    const int r = k / blocks, blk = k % blocks;
-    const int m = m0 + r, g = m / Rmax, i = m % Rmax;
-    const int kb = j0 / gpb + blk;
-    if (g >= G || i >= R || kb >= n_kb) continue;
-    const float* xs = sX + r * Tr::kXStride + blk * gpb;
-    std::uint32_t key = exact::kOrderedMinusInf;
-    for (int q = 0; q < gpb; ++q) key = max(key, exact::ordered_key(xs[q]));
-    const float mu = exact::from_ordered_key(key);
-    std::uint32_t sigma = 0;
-    if (key != exact::kOrderedMinusInf) {
-      for (int q = 0; q < gpb; ++q) {
-        if (xs[q] != -INFINITY) sigma += exact::fix_exp2(exact::sub(xs[q], mu));
-      }
-    }
-    const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
-    p.scr.mu[cell] = mu;
-    p.scr.sigma[cell] = sigma;
   }
 }
 
@@ -580,14 +691,39 @@ struct SelectParams {
   int sort_size = 0;  ///< Power of two >= kv_blocks (sort keys in shared memory).
 };
 
+/// floor(w * 2^32 / z) for w <= z, z > 0, given c = 2^32 / z rounded to double: the product is
+/// within 2^-20 of the exact quotient (at most 2^32), so one integer correction makes it exact.
+__device__ __forceinline__ std::uint64_t share_of(std::uint32_t w, std::uint64_t z, double c) {
+  std::uint64_t q = __double2ull_rz(__dmul_rn(static_cast<double>(w), c));
+  const std::int64_t rem = static_cast<std::int64_t>((std::uint64_t{w} << 32) - q * z);
+  if (rem < 0) {
+    --q;
+  } else if (static_cast<std::uint64_t>(rem) >= z) {
+    ++q;
+  }
+  return q;
+}
+
+/// Most reshaped rows of one query block (Bq / S with Bq <= 256).
+inline constexpr int kMaxSelectRows = 256;
+
 /// Row normalization, block sums and cumulative-threshold selection for one (b, h, qb).
+///
+/// 1. One warp per reshaped row: the row maximum m, then W = trunc(sigma * 2^(mu - m)) (kept in
+///    the scratch) and Z = sum W.
+/// 2. One thread per KV block: A[kb] = sum over the rows of floor(W * 2^32 / Z) (exact), and the
+///    total and forced masses (block reductions).
+/// 3. Bitonic sort of the other blocks by (A desc, kb asc), an exclusive block scan of the sorted
+///    masses, and the threshold rule; then the row's words.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);                  // [sort_size]
   std::uint32_t* chosen = reinterpret_cast<std::uint32_t*>(keys + p.sort_size);  // [sort_size / 32]
-  __shared__ std::uint64_t partial[kThreads];
-  __shared__ std::uint64_t total_s, forced_s;
+  constexpr int kWarps = kThreads / 32;
+  __shared__ std::uint64_t row_z[kMaxSelectRows];
+  __shared__ double row_c[kMaxSelectRows];
+  __shared__ std::uint64_t warp_a[kWarps], warp_b[kWarps];
 
   const AttentionConfig& c = p.c;
   const int S = p.xp.stride;
@@ -602,64 +738,71 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
   const int n_kb = ceil_div(s.kv_len, c.block_k);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int N = p.sort_size;
-  for (int k = tid; k < N; k += kThreads) keys[k] = 0;
-  for (int k = tid; k < N / 32; k += kThreads) chosen[k] = 0;
-  __syncthreads();
+  const int i0 = qb * c.block_q / S;
+  const int rows = min_of((qb + 1) * c.block_q / S, ceil_div(s.q_len, S)) - i0;
 
-  // 1. Block scores: sum over the block's rows of each row's normalized mass (fixed point).
-  const int i_end = min_of((qb + 1) * c.block_q / S, ceil_div(s.q_len, S));
-  for (int i = qb * c.block_q / S + warp; i < i_end; i += kThreads / 32) {
-    const std::int64_t base = p.scr.cell(b, h, i, 0, c.num_q_heads);
+  // Sum over the block of u64 values (every thread gets it); `scratch` is one of the warp arrays.
+  auto block_sum = [&](std::uint64_t v, std::uint64_t* scratch) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    std::uint64_t t = 0;
+    for (int w = 0; w < kWarps; ++w) t += scratch[w];
+    __syncthreads();
+    return t;
+  };
+
+  // 1. Per reshaped row: maximum, weights W (over sigma) and their sum Z.
+  for (int r = warp; r < rows; r += kWarps) {
+    const std::int64_t base = p.scr.cell(b, h, i0 + r, 0, c.num_q_heads);
     std::uint32_t row_key = exact::kOrderedMinusInf;
+#pragma unroll 4
     for (int kb = lane; kb < n_cand; kb += 32)
       row_key = max(row_key, exact::ordered_key(p.scr.mu[base + kb]));
     row_key = __reduce_max_sync(0xffffffffu, row_key);
     const float m_row = exact::from_ordered_key(row_key);
     std::uint64_t z = 0;
-    for (int kb = lane; kb < n_cand; kb += 32)
-      z += row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
+#pragma unroll 4
+    for (int kb = lane; kb < n_cand; kb += 32) {
+      const std::uint32_t w = row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
+      p.scr.weight[base + kb] = w;
+      z += w;
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
-    if (z == 0) continue;
-    for (int kb = lane; kb < n_cand; kb += 32) {
-      const std::uint64_t wgt =
-          row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
-      atomicAdd(reinterpret_cast<unsigned long long*>(&keys[kb]),
-                static_cast<unsigned long long>((wgt << 32) / z));
+    if (lane == 0) {
+      row_z[r] = z;
+      row_c[r] = z != 0 ? __ddiv_rn(4294967296.0, static_cast<double>(z)) : 0.0;
     }
   }
   __syncthreads();
 
-  // 2. Total and forced mass; sort keys (score << 20 | (2^20 - 1 - kb)) for the other blocks.
+  // 2. Block scores; sort keys (score << 20 | (2^20 - 1 - kb)) for the unforced candidates.
   std::uint64_t tot = 0, frc = 0;
-  for (int kb = tid; kb < n_cand; kb += kThreads) {
-    const std::uint64_t a = keys[kb];
-    tot += a;
-    if (forced_on(p.xp, span, kb)) frc += a;
-  }
-  partial[tid] = tot;
-  __syncthreads();
-  if (tid == 0) {
-    std::uint64_t t0 = 0;
-    for (int k = 0; k < kThreads; ++k) t0 += partial[k];
-    total_s = t0;
-  }
-  __syncthreads();
-  partial[tid] = frc;
-  __syncthreads();
-  if (tid == 0) {
-    std::uint64_t f0 = 0;
-    for (int k = 0; k < kThreads; ++k) f0 += partial[k];
-    forced_s = f0;
-  }
   for (int kb = tid; kb < N; kb += kThreads) {
-    const std::uint64_t a = keys[kb];
-    const bool cand = kb < n_cand && !forced_on(p.xp, span, kb);
+    std::uint64_t a = 0;
+    const bool cand = kb < n_cand;
+    if (cand) {
+      const std::int64_t base = p.scr.cell(b, h, i0, kb, c.num_q_heads);
+      for (int r = 0; r < rows; ++r) {
+        const std::uint64_t z = row_z[r];
+        if (z == 0) continue;
+        a += share_of(p.scr.weight[base + static_cast<std::int64_t>(r) * p.scr.kv_blocks], z,
+                      row_c[r]);
+      }
+    }
+    const bool forced = cand && forced_on(p.xp, span, kb);
+    tot += a;
+    if (forced) frc += a;
     keys[kb] =
-        cand ? (a << 20) | static_cast<std::uint64_t>(0xfffffu - static_cast<std::uint32_t>(kb))
-             : 0;
+        cand && !forced
+            ? (a << 20) | static_cast<std::uint64_t>(0xfffffu - static_cast<std::uint32_t>(kb))
+            : 0;
   }
-  __syncthreads();
+  for (int k = tid; k < N / 32; k += kThreads) chosen[k] = 0;
+  const std::uint64_t total = block_sum(tot, warp_a);  // its barriers also publish keys[]
+  const std::uint64_t forced_mass = block_sum(frc, warp_b);
 
   // 3. Bitonic sort, descending.
   for (int k = 2; k <= N; k <<= 1) {
@@ -679,24 +822,24 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
     }
   }
 
-  // 4. Exclusive prefix of the sorted scores; keep while forced + prefix < threshold * total.
+  // 4. Exclusive prefix of the sorted scores (block scan of per-thread segments); keep while
+  //    forced + prefix < threshold * total.
   const int per = ceil_div(N, kThreads);
   const int lo = min_of(tid * per, N), hi = min_of(lo + per, N);
   std::uint64_t seg = 0;
   for (int k = lo; k < hi; ++k) seg += keys[k] >> 20;
-  partial[tid] = seg;
-  __syncthreads();
-  if (tid == 0) {
-    std::uint64_t run = 0;
-    for (int k = 0; k < kThreads; ++k) {
-      const std::uint64_t v = partial[k];
-      partial[k] = run;
-      run += v;
-    }
+  std::uint64_t incl = seg;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const std::uint64_t v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
   }
+  if (lane == 31) warp_a[warp] = incl;
   __syncthreads();
-  const double req = required_mass(p.xp.threshold, total_s);
-  std::uint64_t kept = forced_s + partial[tid];
+  std::uint64_t before = incl - seg;
+  for (int w = 0; w < warp; ++w) before += warp_a[w];
+  const double req = required_mass(p.xp.threshold, total);
+  std::uint64_t kept = forced_mass + before;
   for (int k = lo; k < hi; ++k) {
     const std::uint64_t key = keys[k];
     if (key == 0 || !(static_cast<double>(kept) < req)) break;
@@ -708,7 +851,7 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
 
   // 5. Words: chosen | forced, restricted to kb <= last_kb.
   std::uint32_t* out = p.mask.row(b, h, qb);
-  for (int w = warp; w < ceil_div(n_kb, 32); w += kThreads / 32) {
+  for (int w = warp; w < ceil_div(n_kb, 32); w += kWarps) {
     const int kb = w * 32 + lane;
     const bool on = kb < n_cand && (forced_on(p.xp, span, kb) || ((chosen[w] >> lane) & 1u));
     const std::uint32_t word = __ballot_sync(0xffffffffu, on);
@@ -721,6 +864,96 @@ inline int sort_size(const Geometry& g) {
   int n = 32;
   while (n < g.max_kv_blocks) n <<= 1;
   return n;
+}
+
+}  // namespace xattention
+
+namespace xattention {
+
+/// Launches of the device build, as bits (benchmarks time them one by one).
+inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4, kAllPhases = 7;
+
+/// Device build of XAttentionMask (arguments validated here): the phases selected in `phases`.
+/// Later phases read what earlier ones left in the scratch, so a partial call is only meaningful
+/// after a full one on the same arguments.
+inline void build_device(const MaskArgs& a, const XAttentionParams& params, cudaStream_t stream,
+                         unsigned phases) {
+  const AttentionConfig& c = a.config;
+  params.validate(c);
+  require_not_null(a.mask.bits, "mask.bits");
+  require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
+          "64 or 128 for XAttentionMask's device build");
+  require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
+  const Geometry geo = Geometry::of(c, a.limits);
+  const Scratch scr = Scratch::carve(c, a.limits, params.stride, a.scratch.data, a.scratch.bytes);
+  const int N = sort_size(geo);
+  const std::size_t select_smem =
+      static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
+  require(select_smem <= 96 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
+          "at most 12288 KV blocks of config.block_k for XAttentionMask's device selection");
+  int device = 0, smem_optin = 0;
+  COMPACT_CUDA_CHECK(cudaGetDevice(&device));
+  COMPACT_CUDA_CHECK(
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  auto run = [&]<class T, int kD>() {
+    if (phases & kQuantizePhase) {
+      const long long rows = a.limits.total_q_bound() * c.num_q_heads;
+      const int blocks = static_cast<int>(ceil_div(rows * (kD / 8), 256LL));
+      quantize_queries_kernel<T, kD><<<blocks, 256, 0, stream>>>(c, a.batch, scr);
+      COMPACT_CHECK_LAUNCH("xattention::quantize_queries_kernel");
+    }
+    if (!(phases & kScorePhase)) return;
+    auto launch = [&]<class Tr>() {
+      ScoreParams sp;
+      sp.c = c;
+      sp.batch = a.batch;
+      sp.cache = a.cache;
+      sp.scr = scr;
+      sp.stride = params.stride;
+      sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, Tr::kM);
+      sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), Tr::kN);
+      sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
+                         1.0f / static_cast<float>(params.stride));
+      const dim3 grid(sp.m_tiles * sp.n_tiles, a.limits.max_batch * c.num_kv_heads);
+      const auto kernel = score_kernel<Tr>;
+      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              Tr::kSmemBytes));
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
+      COMPACT_CHECK_LAUNCH("xattention::score_kernel");
+    };
+    // 256 rows per CTA where shared memory allows (Hopper), else 128.
+    if (ScoreTraits<T, kD, 8>::kSmemBytes <= smem_optin) {
+      launch.template operator()<ScoreTraits<T, kD, 8>>();
+    } else {
+      launch.template operator()<ScoreTraits<T, kD, 4>>();
+    }
+  };
+  if (c.dtype == DType::bf16) {
+    if (c.head_dim == 128)
+      run.template operator()<__nv_bfloat16, 128>();
+    else
+      run.template operator()<__nv_bfloat16, 64>();
+  } else {
+    if (c.head_dim == 128)
+      run.template operator()<__half, 128>();
+    else
+      run.template operator()<__half, 64>();
+  }
+  if (!(phases & kSelectPhase)) return;
+  SelectParams sel;
+  sel.c = c;
+  sel.batch = a.batch;
+  sel.scr = scr;
+  sel.xp = params;
+  sel.mask = a.mask;
+  sel.sort_size = N;
+  constexpr int kThreads = 256;
+  const auto kernel = select_kernel<kThreads>;
+  COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(select_smem)));
+  const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
+  kernel<<<grid, kThreads, select_smem, stream>>>(sel);
+  COMPACT_CHECK_LAUNCH("xattention::select_kernel");
 }
 
 }  // namespace xattention
@@ -792,70 +1025,7 @@ struct XAttentionMask {
 
   /// Device build: three launches with grids fixed by the limits; no allocation, no sync.
   void build_device(const MaskArgs& a, cudaStream_t stream) const {
-    using namespace xattention;
-    const AttentionConfig& c = a.config;
-    params.validate(c);
-    require_not_null(a.mask.bits, "mask.bits");
-    require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
-            "64 or 128 for XAttentionMask's device build");
-    require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
-    const Geometry geo = Geometry::of(c, a.limits);
-    const Scratch scr = Scratch::carve(c, a.limits, params.stride, a.scratch.data, a.scratch.bytes);
-    const int N = sort_size(geo);
-    const std::size_t select_smem =
-        static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
-    require(select_smem <= 96 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
-            "at most 12288 KV blocks of config.block_k for XAttentionMask's device selection");
-    auto run = [&]<class T, int kD>() {
-      {
-        const long long rows = a.limits.total_q_bound() * c.num_q_heads;
-        const int blocks = static_cast<int>(ceil_div(rows * (kD / 8), 256LL));
-        quantize_queries_kernel<T, kD><<<blocks, 256, 0, stream>>>(c, a.batch, scr);
-        COMPACT_CHECK_LAUNCH("xattention::quantize_queries_kernel");
-      }
-      using Tr = ScoreTraits<T, kD>;
-      ScoreParams sp;
-      sp.c = c;
-      sp.batch = a.batch;
-      sp.cache = a.cache;
-      sp.scr = scr;
-      sp.stride = params.stride;
-      sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, kTileRows);
-      sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
-                         1.0f / static_cast<float>(params.stride));
-      const dim3 grid(ceil_div(ceil_div(a.limits.max_kv_len, params.stride), kTileGroups),
-                      a.limits.max_batch * c.num_kv_heads * sp.m_tiles);
-      const auto kernel = score_kernel<Tr>;
-      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              Tr::kSmemBytes));
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
-      COMPACT_CHECK_LAUNCH("xattention::score_kernel");
-    };
-    if (c.dtype == DType::bf16) {
-      if (c.head_dim == 128)
-        run.template operator()<__nv_bfloat16, 128>();
-      else
-        run.template operator()<__nv_bfloat16, 64>();
-    } else {
-      if (c.head_dim == 128)
-        run.template operator()<__half, 128>();
-      else
-        run.template operator()<__half, 64>();
-    }
-    SelectParams sel;
-    sel.c = c;
-    sel.batch = a.batch;
-    sel.scr = scr;
-    sel.xp = params;
-    sel.mask = a.mask;
-    sel.sort_size = N;
-    constexpr int kThreads = 256;
-    const auto kernel = select_kernel<kThreads>;
-    COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(select_smem)));
-    const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
-    kernel<<<grid, kThreads, select_smem, stream>>>(sel);
-    COMPACT_CHECK_LAUNCH("xattention::select_kernel");
+    xattention::build_device(a, params, stream, xattention::kAllPhases);
   }
 };
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/bench_common.cuh"
@@ -106,6 +107,15 @@ MaskProblem& problem_for(const Preset& p, int kv_len, int chunk) {
   return *prob;
 }
 
+/// XAttentionMask timing only some of its launches (after one full build on the same buffers).
+struct XAttentionPhases : XAttentionMask {
+  unsigned phases;
+  XAttentionPhases(const XAttentionParams& p, unsigned ph) : XAttentionMask(p), phases(ph) {}
+  void build_device(const MaskArgs& a, cudaStream_t s) const {
+    xattention::build_device(a, params, s, phases);
+  }
+};
+
 /// Selected mask bits over causal bits, over the rows the source wrote.
 double mask_density(const DeviceStep& st, const BlockMask& dev_mask) {
   std::vector<std::uint32_t> bits(dev_mask.num_words());
@@ -142,6 +152,10 @@ void BM_Mask(benchmark::State& state, Preset preset, int kv_len, int chunk, Mask
       compact::detail::workspace_bytes_of(mask, st.config, st.limits) + 256);
   const MaskArgs args{st.config,    st.limits, st.batch(),
                       prob.cache(), out,       Workspace{scratch.get(), scratch.size()}};
+  if constexpr (std::is_same_v<Mask, XAttentionPhases>) {
+    // A partial build times its launches over what one full build left in the scratch.
+    xattention::build_device(args, mask.params, nullptr, xattention::kAllPhases);
+  }
   double ms = 0;
   for (auto _ : state) ms = median_ms([&] { mask.build_device(args, nullptr); });
   report_ms(state, ms);
@@ -154,6 +168,34 @@ void BM_Mask(benchmark::State& state, Preset preset, int kv_len, int chunk, Mask
     state.counters["score_tflops"] =
         score_flops_per_pair * pairs * st.config.head_dim / (ms * 1e-3) / 1e12;
   }
+}
+
+/// The summary quantization pass of FlashPrefillMask / QuestMask alone (bytes: fp32 summaries
+/// read, bf16 integers written).
+template <bool kBound>
+void BM_QuantizeSummaries(benchmark::State& state, Preset preset, int kv_len) {
+  MaskProblem& prob = problem_for(preset, kv_len, 1024);
+  const DeviceStep& st = *prob.step;
+  const AttentionConfig& c = st.config;
+  test::DeviceBuffer<std::byte> scratch(
+      flash_prefill::Scratch::carve(c, st.limits, kBound, nullptr, 0).bytes + 256);
+  const flash_prefill::Scratch scr =
+      flash_prefill::Scratch::carve(c, st.limits, kBound, scratch.get(), scratch.size());
+  const Geometry geo = Geometry::of(c, st.limits);
+  const int blocks = static_cast<int>(
+      ceil_div(static_cast<long long>(preset.batch) * geo.max_kv_blocks * c.num_kv_heads, 8LL));
+  const PagedKV cache = prob.cache();
+  double ms = 0;
+  for (auto _ : state) {
+    ms = median_ms([&] {
+      flash_prefill::quantize_summaries_kernel<kBound, 128>
+          <<<blocks, 256>>>(c, geo.max_kv_blocks, st.batch(), cache.summaries, scr);
+    });
+  }
+  report_ms(state, ms);
+  const double bytes = static_cast<double>(preset.batch) * geo.max_kv_blocks * c.num_kv_heads *
+                       c.head_dim * (kBound ? 2 : 1) * (4 + 2);
+  state.counters["gbps"] = bytes / (ms * 1e-3) / 1e9;
 }
 
 /// ExternalMask from a device-resident engine mask (every fourth block set).
@@ -202,10 +244,30 @@ const int kRegistered = [] {
   for (int kv : {32768, 65536, 131072}) add("flash_prefill", kTP2, kv, FlashPrefillMask<>{}, 2.0);
   add("flash_prefill", kTP1, 131072, FlashPrefillMask<>{}, 2.0);
   add("quest", kTP2, 131072, QuestMask{}, 4.0);
+  add("flash_prefill:row_threshold", kTP2, 131072, FlashPrefillMask<>(FlashPrefillParams::paper()),
+      2.0);
+  benchmark::RegisterBenchmark("BM_QuantizeSummaries/mean/tp2/kv:131072",
+                               BM_QuantizeSummaries<false>, kTP2, 131072)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_QuantizeSummaries/minmax/tp2/kv:131072",
+                               BM_QuantizeSummaries<true>, kTP2, 131072)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
   add("xattention", kTP2, 131072, XAttentionMask{});
   XAttentionParams s16;
   s16.stride = 16;
   add("xattention:stride16", kTP2, 131072, XAttentionMask(s16));
+  // Launch by launch (each timed after a full build on the same buffers).
+  for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {
+    const std::string tag = xp.stride == 16 ? ":stride16" : "";
+    add("xattention" + tag + ":score_only", kTP2, 131072,
+        XAttentionPhases(xp, xattention::kScorePhase));
+    add("xattention" + tag + ":select_only", kTP2, 131072,
+        XAttentionPhases(xp, xattention::kSelectPhase));
+  }
   add("sink_local", kTP2, 131072, SinkLocalMask(2, 4));
   benchmark::RegisterBenchmark("BM_Mask/external/tp2/kv:131072/chunk:1024", BM_External, kTP2,
                                131072, 1024)

@@ -1,20 +1,46 @@
 // Device FlashPrefillMask and QuestMask builds equal their host references bit for bit, on fresh
 // random problems: ragged batches, chunk offsets not aligned to blocks, GQA 1/4/8, head dims 64
-// and 128, bf16 and fp16, block sizes 16-256, page sizes 16 and 256, several hyperparameters.
+// and 128, bf16 and fp16, block sizes 16-256, page sizes 16 and 256, both selections
+// (row_threshold, group_mass) with several hyperparameters. BlockMassSelect equals select_host.
+// The full-rate exact_math forms (quantize_in_range, fix_exp2_nonpos) equal their references.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "../support/device_problem.cuh"
 #include "../support/seed.hpp"
 #include "compact/mask/flash_prefill_mask.cuh"
+#include "compact/mask/group_mass_select.cuh"
 #include "compact/mask/quest_mask.cuh"
 #include "mask_test_util.hpp"
 
 using namespace compact;
 
 namespace {
+
+/// Counts the float bit patterns x in [first, first + count) that are not above 0 where
+/// fix_exp2_nonpos(x) != fix_exp2(x); keeps the smallest such pattern.
+__global__ void fix_exp2_sweep(std::uint64_t first, std::uint64_t count,
+                               unsigned long long* mismatches, unsigned int* first_bad) {
+  const std::uint64_t stride = static_cast<std::uint64_t>(gridDim.x) * blockDim.x;
+  unsigned long long bad = 0;
+  for (std::uint64_t i = blockIdx.x * static_cast<std::uint64_t>(blockDim.x) + threadIdx.x;
+       i < count; i += stride) {
+    const std::uint32_t u = static_cast<std::uint32_t>(first + i);
+    const float x = __uint_as_float(u);
+    if (x > 0.0f) continue;
+    if (exact::fix_exp2_nonpos(x) != exact::fix_exp2(x)) {
+      ++bad;
+      atomicMin(first_bad, u);
+    }
+  }
+  if (bad != 0) atomicAdd(mismatches, bad);
+}
 
 struct Case {
   int hq, hkv, d;
@@ -108,16 +134,68 @@ test::MaskCensus run_cases(const Mask& mask, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("FlashPrefillMask: device equals host bit for bit") {
-  FlashPrefillMask<> defaults;  // alpha 0.18, sink 2, window 4, last 2 full
-  const test::MaskCensus a = run_cases(defaults, 7001);
-  FlashPrefillParams sharp;
+/// quantize_in_range() of every entry of each D-vector (absmax and quant_of as the kernels do).
+__global__ void quantize_vectors(const float* x, int n_vec, int d, float* out) {
+  for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < n_vec; v += gridDim.x * blockDim.x) {
+    float amax = 0.0f;
+    for (int i = 0; i < d; ++i) amax = fmaxf(amax, exact::abs(x[v * d + i]));
+    const exact::Quant qt = exact::quant_of(amax, 255.0f);
+    for (int i = 0; i < d; ++i) out[v * d + i] = exact::quantize_in_range(x[v * d + i], qt.inv);
+  }
+}
+
+TEST_CASE("quantize_in_range equals quantize on absmax-quantized vectors") {
+  auto rng = test::rng_for(7601);
+  constexpr int kD = 128;
+  std::vector<float> x;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> level(-255, 255);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  const float scales[] = {1.0f, 3e-3f, 7e4f, 1e-29f, 2e-31f, 1e-38f, 3e38f};
+  for (int rep = 0; rep < 20000; ++rep) {
+    const float scale = scales[rep % 7];
+    for (int i = 0; i < kD; ++i) {
+      float v = normal(rng) * scale;
+      if (rep % 5 == 1) v = scale * (static_cast<float>(level(rng)) + 0.5f) / 255.5f;  // ties
+      if (rep % 5 == 2 && i % 7 == 0) v = 0.0f;
+      if (rep % 5 == 3 && i % 11 == 0) v = -0.0f;
+      if (rep % 5 == 4) v = scale * std::ldexp(unit(rng), -(rep % 40));
+      x.push_back(std::isfinite(v) ? v : 0.0f);
+    }
+  }
+  const int n_vec = static_cast<int>(x.size() / kD);
+  test::DeviceBuffer<float> dx(x), dout(x.size());
+  quantize_vectors<<<256, 128>>>(dx.get(), n_vec, kD, dout.get());
+  COMPACT_CHECK_LAUNCH("quantize_vectors");
+  COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> got = dout.download();
+  long long bad = 0;
+  for (int v = 0; v < n_vec; ++v) {
+    float amax = 0.0f;
+    for (int i = 0; i < kD; ++i) amax = std::max(amax, exact::abs(x[v * kD + i]));
+    const exact::Quant qt = exact::quant_of(amax, 255.0f);
+    for (int i = 0; i < kD; ++i) {
+      const float want = static_cast<float>(exact::quantize(x[v * kD + i], qt.inv, 255));
+      const float have = got[static_cast<std::size_t>(v) * kD + i];
+      if (exact::bits_of(want) != exact::bits_of(have) && bad++ < 5) {
+        MESSAGE("vector ", v, " entry ", i, " x=", x[v * kD + i], " host=", want, " device=", have);
+      }
+    }
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("FlashPrefillMask row_threshold: device equals host bit for bit") {
+  const FlashPrefillParams paper = FlashPrefillParams::paper();  // alpha 0.18, sink 2, window 4
+  const test::MaskCensus a = run_cases(FlashPrefillMask<>(paper), 7001);
+  FlashPrefillParams sharp = paper;
   sharp.alpha = 0.6f;
   sharp.min_budget = 3;
   sharp.window_blocks = 1;
   sharp.sink_blocks = 1;
+  sharp.sharpness = 3.0f;
   const test::MaskCensus b = run_cases(FlashPrefillMask<>(sharp), 7101);
-  FlashPrefillParams none;
+  FlashPrefillParams none = paper;
   none.alpha = 1.0f;
   none.sink_blocks = 0;
   none.window_blocks = 0;
@@ -131,15 +209,42 @@ TEST_CASE("FlashPrefillMask: device equals host bit for bit") {
     return static_cast<double>(m.selected) / m.causal;
   };
   CHECK(density(a) > density(c));
-  FlashPrefillParams all;
+  FlashPrefillParams all = paper;
   all.alpha = 0.0f;
   const test::MaskCensus d = run_cases(FlashPrefillMask<>(all), 7301);
   CHECK(d.selected == d.causal);  // alpha = 0 keeps every causal block
 }
 
-TEST_CASE("QuestMask: device equals host bit for bit") {
-  const test::MaskCensus a = run_cases(QuestMask{}, 7401);
-  FlashPrefillParams sharp;
+TEST_CASE("FlashPrefillMask group_mass: device equals host bit for bit") {
+  const test::MaskCensus a = run_cases(FlashPrefillMask<>{}, 7011);  // defaults: tau 0.9
+  FlashPrefillParams tight;
+  tight.group_mass = 0.5f;
+  tight.sink_blocks = 0;
+  tight.window_blocks = 1;
+  tight.last_full_blocks = 0;
+  tight.sharpness = 4.0f;
+  const test::MaskCensus b = run_cases(FlashPrefillMask<>(tight), 7111);
+  FlashPrefillParams budget = tight;
+  budget.group_mass = 0.05f;
+  budget.min_budget = 4;
+  budget.sharpness = 1.0f;
+  const test::MaskCensus c = run_cases(FlashPrefillMask<>(budget), 7211);
+  FlashPrefillParams all;
+  all.group_mass = 1.0f;
+  all.sharpness = 0.0625f;
+  const test::MaskCensus d = run_cases(FlashPrefillMask<>(all), 7311);
+  CHECK(a.selected < a.causal);
+  CHECK(b.selected < b.causal);
+  CHECK(c.selected < c.causal);
+  CHECK(b.selected < a.selected);
+  CHECK(d.selected == d.causal);  // tau = 1, flat logits: every causal block
+  const test::MaskCensus q = run_cases(QuestMask{}, 7411);  // the bound score, group_mass
+  CHECK(q.selected < q.causal);
+}
+
+TEST_CASE("QuestMask row_threshold: device equals host bit for bit") {
+  const test::MaskCensus a = run_cases(QuestMask(FlashPrefillParams::paper()), 7401);
+  FlashPrefillParams sharp = FlashPrefillParams::paper();
   sharp.alpha = 0.8f;
   sharp.min_budget = 2;
   sharp.sink_blocks = 0;
@@ -147,4 +252,85 @@ TEST_CASE("QuestMask: device equals host bit for bit") {
   const test::MaskCensus b = run_cases(QuestMask(sharp), 7501);
   CHECK(b.selected < b.causal);
   CHECK(static_cast<double>(a.selected) / a.causal > static_cast<double>(b.selected) / b.causal);
+}
+
+/// BlockMassSelect over one CTA per problem, against select_host().
+__global__ void block_mass_select(const std::uint64_t* mass, const std::uint32_t* forced, int n,
+                                  int stride, std::uint32_t tau_fix, int min_count,
+                                  std::uint32_t* selected) {
+  using Select = group_mass::BlockMassSelect<256>;
+  __shared__ Select::TempStorage tmp;
+  __shared__ std::uint32_t f[64], sel[64];
+  for (int w = threadIdx.x; w < 64; w += 256) f[w] = forced[blockIdx.x * 64 + w];
+  __syncthreads();
+  Select(tmp).run(mass + blockIdx.x * stride, f, n, tau_fix, min_count, sel);
+  for (int w = threadIdx.x; w < (n + 31) / 32; w += 256) selected[blockIdx.x * 64 + w] = sel[w];
+}
+
+TEST_CASE("BlockMassSelect equals select_host (ties, forced blocks, budgets, tau 0 to 1)") {
+  auto rng = test::rng_for(7701);
+  constexpr int kProblems = 64, kStride = 2048;
+  std::uniform_int_distribution<int> len(1, kStride);
+  std::uniform_int_distribution<int> coin(0, 9);
+  std::uniform_int_distribution<std::uint64_t> big(0, std::uint64_t{1} << 40);
+  std::uniform_int_distribution<std::uint64_t> small(0, 6);
+  std::vector<std::uint64_t> mass(static_cast<std::size_t>(kProblems) * kStride, 0);
+  std::vector<std::uint32_t> forced(kProblems * 64, 0);
+  std::vector<int> ns(kProblems);
+  for (int p = 0; p < kProblems; ++p) {
+    ns[p] = p < 4 ? p + 1 : len(rng);
+    for (int kb = 0; kb < ns[p]; ++kb) {
+      // Half the problems draw from a few small values: many ties at the threshold.
+      const std::uint64_t a = p % 2 ? small(rng) : (coin(rng) < 2 ? 0 : big(rng));
+      mass[static_cast<std::size_t>(p) * kStride + kb] = a;
+      if (coin(rng) == 0) forced[p * 64 + kb / 32] |= 1u << (kb % 32);
+    }
+  }
+  test::DeviceBuffer<std::uint64_t> dmass(mass);
+  test::DeviceBuffer<std::uint32_t> dforced(forced), dsel(forced.size());
+  long long checked = 0, chosen = 0;
+  for (const float tau : {0.0f, 0.3f, 0.9f, 0.999f, 1.0f}) {
+    for (const int min_count : {0, 3}) {
+      const std::uint32_t tau_fix = group_mass::tau_fixed(tau);
+      // Problems share n only per launch: one launch per problem length class.
+      for (int p = 0; p < kProblems; ++p) {
+        dsel.fill_bytes(0xab);
+        block_mass_select<<<1, 256>>>(dmass.get() + static_cast<std::size_t>(p) * kStride,
+                                      dforced.get() + p * 64, ns[p], 0, tau_fix, min_count,
+                                      dsel.get());
+        COMPACT_CHECK_LAUNCH("block_mass_select");
+        const std::vector<std::uint32_t> got = dsel.download();
+        std::vector<std::uint8_t> fz(ns[p]), want(ns[p]);
+        for (int kb = 0; kb < ns[p]; ++kb) fz[kb] = (forced[p * 64 + kb / 32] >> (kb % 32)) & 1u;
+        chosen += group_mass::select_host(&mass[static_cast<std::size_t>(p) * kStride], fz.data(),
+                                          ns[p], tau_fix, min_count, want.data());
+        long long bad = 0;
+        for (int kb = 0; kb < ns[p]; ++kb) {
+          const bool have = (got[kb / 32] >> (kb % 32)) & 1u;
+          if (have != (want[kb] != 0) && bad++ < 3) {
+            MESSAGE("problem ", p, " tau ", tau, " min ", min_count, " kb ", kb, " host ",
+                    int{want[kb]}, " device ", have);
+          }
+        }
+        CHECK(bad == 0);
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked == 5 * 2 * kProblems);
+  CHECK(chosen > 0);
+}
+
+TEST_CASE("fix_exp2_nonpos equals fix_exp2 on every float that is not above 0") {
+  test::DeviceBuffer<unsigned long long> mismatches(1);
+  test::DeviceBuffer<unsigned int> first_bad(1);
+  mismatches.fill_bytes(0);
+  first_bad.fill_bytes(0xff);
+  // All 2^32 bit patterns: negatives, -0, +0, -inf, every NaN (positive values are skipped).
+  fix_exp2_sweep<<<4096, 256>>>(0, std::uint64_t{1} << 32, mismatches.get(), first_bad.get());
+  COMPACT_CHECK_LAUNCH("fix_exp2_sweep");
+  COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+  const unsigned long long bad = mismatches.download()[0];
+  CAPTURE(first_bad.download()[0]);
+  CHECK(bad == 0);
 }

@@ -13,6 +13,7 @@
 #include "compact/compact.cuh"
 #include "compact/mask/external_mask.cuh"
 #include "compact/mask/flash_prefill_mask.cuh"
+#include "compact/mask/group_mass_select.cuh"
 #include "compact/mask/quest_mask.cuh"
 #include "compact/mask/xattention_mask.cuh"
 #include "mask_test_util.hpp"
@@ -133,7 +134,7 @@ std::vector<int> selected_blocks(const test::HostProblem& p, const BlockMask& m)
 }
 
 FlashPrefillParams bare(float alpha, int budget = 0) {
-  FlashPrefillParams f;
+  FlashPrefillParams f = FlashPrefillParams::paper();
   f.alpha = alpha;
   f.sink_blocks = 0;
   f.window_blocks = 0;
@@ -150,14 +151,15 @@ TEST_CASE("FlashPrefillMask host: contract, alpha = 0, sink, window and final-ch
     const test::HostProblem p =
         random_problem(++salt, rep == 2 ? 8 : 4, rep == 0 ? 4 : 2, 32, rep == 1 ? 16 : 64);
     const test::HostSummaries hs = test::summaries_from_scratch(p);
-    FlashPrefillParams zero;
+    FlashPrefillParams zero = FlashPrefillParams::paper();
     zero.alpha = 0.0f;
     const HostMask all = build(FlashPrefillMask<>(zero), p, hs.view);
     const test::MaskCensus a = test::census(p, all.view);
     CHECK(a.violations == 0);
     CHECK(a.selected == a.causal);
 
-    FlashPrefillParams f;  // defaults, then a sharp threshold to make the rules visible
+    // The paper's rule, then a sharp threshold to make the rules visible.
+    FlashPrefillParams f = FlashPrefillParams::paper();
     f.alpha = 1.0f;
     f.sink_blocks = 2;
     f.window_blocks = 3;
@@ -211,6 +213,118 @@ TEST_CASE("FlashPrefillMask host: planted blocks follow alpha, the budget and th
   const test::HostProblem fin = planted_problem(9601, true);
   const HostMask dense = build(FlashPrefillMask<>(rules), fin, hs.view);
   CHECK(selected_blocks(fin, dense.view).size() == 12);  // final chunk: its last block sees all
+}
+
+TEST_CASE("group_mass::select_host: covers tau of the mass with the fewest, heaviest blocks") {
+  auto rng = test::rng_for(9620);
+  std::uniform_int_distribution<int> len(1, 300), coin(0, 9);
+  std::uniform_int_distribution<std::uint64_t> value(0, 1000);
+  long long cases = 0;
+  for (int rep = 0; rep < 2000; ++rep) {
+    const int n = len(rng);
+    std::vector<std::uint64_t> mass(n);
+    std::vector<std::uint8_t> forced(n), sel(n), wider(n);
+    for (int kb = 0; kb < n; ++kb) {
+      mass[kb] = coin(rng) < 2 ? 0 : value(rng) / (rep % 3 == 0 ? 100 : 1);  // ties when coarse
+      forced[kb] = coin(rng) == 0;
+    }
+    const float tau = static_cast<float>(rep % 11) / 10.0f;
+    const int min_count = rep % 4 == 0 ? 2 : 0;
+    const std::uint32_t tf = group_mass::tau_fixed(tau);
+    const int take = group_mass::select_host(mass.data(), forced.data(), n, tf, min_count,
+                                             sel.data());
+    std::uint64_t total = 0, have = 0, lightest = ~std::uint64_t{0};
+    int count = 0, candidates = 0;
+    for (int kb = 0; kb < n; ++kb) {
+      total += mass[kb];
+      candidates += !forced[kb] && mass[kb] > 0;
+      if (forced[kb]) have += mass[kb];
+      if (sel[kb]) {
+        REQUIRE(!forced[kb]);
+        REQUIRE(mass[kb] > 0);
+        have += mass[kb];
+        ++count;
+        lightest = std::min(lightest, mass[kb]);
+      }
+    }
+    REQUIRE(count == take);
+    const std::uint64_t target = group_mass::mass_target(total, tf);
+    // Coverage: the target is reached, or every candidate is taken.
+    REQUIRE((have >= target || count == candidates));
+    // Heaviest first: nothing left out outweighs what was taken.
+    for (int kb = 0; kb < n; ++kb) {
+      if (!forced[kb] && !sel[kb] && count > 0) REQUIRE(mass[kb] <= lightest);
+    }
+    // Fewest: without its lightest block the selection would fall short (beyond the budget).
+    if (count > std::min(min_count, candidates)) REQUIRE(have - lightest < target);
+    // Monotone in tau.
+    group_mass::select_host(mass.data(), forced.data(), n, group_mass::tau_fixed(1.0f), 0,
+                            wider.data());
+    for (int kb = 0; kb < n; ++kb) {
+      if (sel[kb] && min_count == 0) REQUIRE(wider[kb]);
+    }
+    ++cases;
+  }
+  CHECK(cases == 2000);
+  CHECK(group_mass::mass_target(100, group_mass::tau_fixed(0.9f)) == 90);
+  CHECK(group_mass::mass_target(101, group_mass::tau_fixed(0.5f)) == 51);  // rounds up
+  CHECK(group_mass::mass_target(~std::uint64_t{0} >> 20, group_mass::tau_fixed(1.0f)) ==
+        ~std::uint64_t{0} >> 20);
+}
+
+TEST_CASE("FlashPrefillMask group_mass host: one selection per GQA group, tau bounds it") {
+  std::uint64_t salt = 9630;
+  for (int rep = 0; rep < 3; ++rep) {
+    const test::HostProblem p = random_problem(++salt, 8, rep == 0 ? 2 : 4, 32, 64, 2);
+    const test::HostSummaries hs = test::summaries_from_scratch(p);
+    const int G = p.config.gqa_group();
+    FlashPrefillParams f;  // the default selection
+    REQUIRE(f.selection == FlashPrefillSelection::group_mass);
+    f.sink_blocks = 1;
+    f.window_blocks = 1;
+    f.last_full_blocks = 0;
+    std::vector<test::MaskCensus> census;
+    std::vector<HostMask> masks;
+    for (const float tau : {0.3f, 0.8f, 1.0f}) {
+      f.group_mass = tau;
+      masks.push_back(build(FlashPrefillMask<>(f), p, hs.view));
+      census.push_back(test::census(p, masks.back().view));
+      CHECK(census.back().violations == 0);
+    }
+    CHECK(census[0].selected <= census[1].selected);
+    CHECK(census[1].selected < census[2].selected);
+    // tau = 1 keeps every block with a nonzero score: with the logits flattened (sharpness 1/16),
+    // every causal block.
+    FlashPrefillParams flat = f;
+    flat.sharpness = 0.0625f;
+    const HostMask all = build(FlashPrefillMask<>(flat), p, hs.view);
+    const test::MaskCensus a = test::census(p, all.view);
+    CHECK(a.selected == a.causal);
+    for (int b = 0; b < static_cast<int>(p.kv_lens.size()); ++b) {
+      const int n_qb = ceil_div(p.cu_seqlens[b + 1] - p.cu_seqlens[b], p.config.block_q);
+      for (int h = 0; h < p.config.num_q_heads; ++h) {
+        for (int qb = 0; qb < n_qb; ++qb) {
+          const QueryBlockSpan span = test::span_of(p, b, qb);
+          const QueryBlockSpan span0 = test::span_of(p, b, 0);
+          for (int kb = 0; kb < span.chunk_first_kb; ++kb) {
+            // Pre-chunk blocks outside every row's sink and window: the group's choice, the same
+            // in every row of the group (the group's first row is the witness).
+            if (kb < 1 || kb > span0.first_kb - 1) continue;
+            for (std::size_t t = 0; t < masks.size(); ++t) {
+              REQUIRE(masks[t].view.test(b, h, qb, kb) ==
+                      masks[t].view.test(b, (h / G) * G, 0, kb));
+              const bool in_wider = masks[t + (t < 2 ? 1 : 0)].view.test(b, h, qb, kb);
+              REQUIRE((!masks[t].view.test(b, h, qb, kb) || in_wider));
+            }
+          }
+          for (int kb = 0; kb <= span.last_kb; ++kb) {
+            const bool rule = kb < 1 || kb > span.first_kb - 1;
+            if (rule) REQUIRE(masks[0].view.test(b, h, qb, kb));
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("QuestMask host: a single-token needle survives where the mean dilutes it") {
@@ -364,7 +478,7 @@ TEST_CASE(
     "Engine<FlashPrefillMask, BlockUnion, ReferenceExecutor> plans sparse tables on the host") {
   const test::HostProblem p = random_problem(9960, 8, 2, 32, 64, 2);
   test::HostSummaries hs = test::summaries_from_scratch(p);
-  FlashPrefillParams f;
+  FlashPrefillParams f = FlashPrefillParams::paper();
   f.alpha = 0.9f;
   using E = Engine<FlashPrefillMask<>, BlockUnion<>, ReferenceExecutor>;
   const E engine(p.config, p.limits, FlashPrefillMask<>(f));

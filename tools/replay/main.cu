@@ -37,7 +37,8 @@ constexpr const char* kUsage = R"(usage:
   compact_replay (--synthetic [generator flags] | --q Q.npy --k K.npy --v V.npy [--needles FILE])
     [--mask dense|sink_local|flash_prefill|quest|xattention] [--union block|qblock|group|none]
     [--chunk 1024] [--block-q 128] [--block-k 128] [--page-size 16] [--exec-group 0]
-    [--alpha 0.18] [--sink 2] [--window 4] [--last-full 2] [--min-budget 0]
+    [--selection group_mass|row_threshold] [--group-mass 0.9] [--sharpness 3] [--alpha 0.18]
+    [--sink 2] [--window 4] [--last-full 2] [--min-budget 0]
     [--xa-stride 8] [--xa-threshold 0.9] [--xa-sink 1]
     [--path auto|device|host] [--sample-chunks N] [--sample-rows N] [--sample-seed S]
     [--oracle-mass 0.95] [--quiet] [--dump DIR [--dump-only]]
@@ -67,7 +68,12 @@ Generator (--synthetic)
 Mask sources
   dense              every causal block
   sink_local         --sink / --window blocks (static A-shape)
-  flash_prefill      mean-key block scores; --alpha, --sink, --window, --last-full, --min-budget
+  flash_prefill      mean-key block scores; --selection group_mass (default: the fewest blocks
+                     carrying --group-mass of each GQA group's normalized scores) or
+                     row_threshold (FlashPrefill's rule: score >= --alpha x the row's best);
+                     --sharpness multiplies the logits; --sink, --window, --last-full,
+                     --min-budget; --paper: FlashPrefill's own defaults (row_threshold, alpha
+                     0.18, sharpness 1)
   quest              the same selection over per-block min/max key bounds
   xattention         antidiagonal scores; --xa-stride, --xa-threshold, --xa-sink
 Evaluation
@@ -125,6 +131,21 @@ Options parse(Args& a) {
   o.mask = a.str("mask", o.mask);
   o.union_name = a.str("union", o.union_name);
   o.path = a.str("path", o.path);
+  if (a.flag("paper")) o.fp = FlashPrefillParams::paper();
+  {
+    const std::string sel = a.str("selection", o.fp.selection == FlashPrefillSelection::group_mass
+                                                   ? "group_mass"
+                                                   : "row_threshold");
+    if (sel == "group_mass") {
+      o.fp.selection = FlashPrefillSelection::group_mass;
+    } else if (sel == "row_threshold") {
+      o.fp.selection = FlashPrefillSelection::row_threshold;
+    } else {
+      fail("--selection", sel, "group_mass or row_threshold");
+    }
+  }
+  o.fp.group_mass = static_cast<float>(a.real("group-mass", o.fp.group_mass));
+  o.fp.sharpness = static_cast<float>(a.real("sharpness", o.fp.sharpness));
   o.fp.alpha = static_cast<float>(a.real("alpha", o.fp.alpha));
   o.fp.sink_blocks = static_cast<int>(a.integer("sink", o.fp.sink_blocks));
   o.fp.window_blocks = static_cast<int>(a.integer("window", o.fp.window_blocks));
@@ -752,7 +773,12 @@ void dispatch(const Options& o, auto&& fn) {
 
 std::string mask_description(const Options& o) {
   if (o.mask == "flash_prefill" || o.mask == "quest") {
-    return detail::cat(o.mask, " (alpha ", o.fp.alpha, ", sink ", o.fp.sink_blocks, ", window ",
+    const std::string sel =
+        o.fp.selection == FlashPrefillSelection::group_mass
+            ? detail::cat("group_mass ", o.fp.group_mass)
+            : detail::cat("row_threshold alpha ", o.fp.alpha);
+    return detail::cat(o.mask, " (", sel, ", sharpness ", o.fp.sharpness, ", sink ",
+                       o.fp.sink_blocks, ", window ",
                        o.fp.window_blocks, ", last_full ", o.fp.last_full_blocks, ", min_budget ",
                        o.fp.min_budget, ")");
   }

@@ -29,18 +29,42 @@
 #include "compact/core/policy_args.hpp"
 #include "compact/core/workspace.hpp"
 #include "compact/mask/exact_math.hpp"
+#include "compact/mask/group_mass_select.cuh"
 #include "compact/mask/query_block_span.hpp"
 
 namespace compact {
 
-/// Hyperparameters of FlashPrefillMask and QuestMask. Defaults are those of FlashPrefill's public
-/// code (with config.block_q = config.block_k = 128, the config's defaults): alpha 0.18 (the
-/// paper's RULER setting for LLaMA; its useful range is 0.06-0.18), 2 sink blocks, a window of 4
-/// blocks, the last 2 query blocks of a prompt dense, no minimum budget.
+/// How FlashPrefillMask turns block scores into a mask.
+enum class FlashPrefillSelection : int {
+  /// The paper's rule, per mask row: keep a block whose score is >= alpha * the row's best score.
+  row_threshold = 0,
+  /// Per (sequence, GQA group): normalize each row's scores to shares of the row, sum the shares
+  /// over every query block of the chunk and every head of the group, and keep the fewest blocks,
+  /// heaviest first, that carry `group_mass` of the group's total (forced blocks count first).
+  /// Every row of the group then holds the same selected blocks (plus its own forced ones), so
+  /// the union over the group is the budgeted selection itself.
+  group_mass = 1,
+};
+
+/// Hyperparameters of FlashPrefillMask and QuestMask.
+///
+/// Defaults: the group_mass selection with tau 0.9 and sharpness 3 (see docs/accuracy.md for the
+/// measurement that chose them); paper() gives FlashPrefill's own rule and defaults (its public
+/// code, with config.block_q = config.block_k = 128): alpha 0.18 (the paper's RULER setting for
+/// LLaMA; its useful range is 0.06-0.18), 2 sink blocks, a window of 4 blocks, the last 2 query
+/// blocks of a prompt dense, no minimum budget.
 struct FlashPrefillParams {
-  /// Keep a scored block whose score is >= alpha * the best score of its mask row. In [0, 1]:
-  /// 0 keeps every block, 1 only the best ones.
+  /// row_threshold keeps what clears alpha in each row; group_mass keeps a mass budget per group.
+  FlashPrefillSelection selection = FlashPrefillSelection::group_mass;
+  /// row_threshold: keep a scored block whose score is >= alpha * the best score of its mask row.
+  /// In [0, 1]: 0 keeps every block, 1 only the best ones. Unused by group_mass.
   float alpha = 0.18f;
+  /// group_mass: the share of the group's total normalized score the kept blocks must carry, in
+  /// (0, 1] (1 keeps every block with a nonzero fixed-point score). Unused by row_threshold.
+  float group_mass = 0.9f;
+  /// Multiplies every block logit before the softmax-style pooling (a temperature of 1/sharpness):
+  /// > 1 concentrates each row's scores on its best blocks. 1 is FlashPrefill's scoring.
+  float sharpness = 3.0f;
   int sink_blocks = 2;  ///< KV blocks [0, sink_blocks) are always kept.
   /// Local window: the window_blocks KV blocks ending at the query block's diagonal, i.e.
   /// kb > first_kb - window_blocks, are always kept (0: none).
@@ -48,18 +72,41 @@ struct FlashPrefillParams {
   /// On the final chunk of a prompt (ChunkBatch::final_chunk[b] != 0), the last
   /// last_full_blocks query blocks of the chunk keep every causal block.
   int last_full_blocks = 2;
-  /// Minimum budget: also keep the min_budget best-scoring blocks of each row (0: off).
+  /// Minimum budget: also keep the min_budget best-scoring blocks of each row (row_threshold) or
+  /// of each group (group_mass) (0: off).
   int min_budget = 0;
+
+  /// FlashPrefill's own selection and defaults (alpha 0.18 per row, sharpness 1).
+  static FlashPrefillParams paper() {
+    FlashPrefillParams p;
+    p.selection = FlashPrefillSelection::row_threshold;
+    p.sharpness = 1.0f;
+    return p;
+  }
 
   /// Throws compact::Error naming `<who> params.<field>` when a field is out of range.
   void validate(std::string_view who) const {
     using detail::cat;
+    require(selection == FlashPrefillSelection::row_threshold ||
+                selection == FlashPrefillSelection::group_mass,
+            cat(who, " params.selection"), static_cast<int>(selection),
+            "row_threshold (0) or group_mass (1)");
     require(alpha >= 0.0f && alpha <= 1.0f, cat(who, " params.alpha"), alpha,
             "a threshold in [0, 1] (the paper uses 0.06 to 0.18)");
+    require(group_mass > 0.0f && group_mass <= 1.0f, cat(who, " params.group_mass"), group_mass,
+            "a mass fraction in (0, 1]");
+    require(sharpness >= 0.0625f && sharpness <= 16.0f, cat(who, " params.sharpness"), sharpness,
+            "a logit multiplier in [1/16, 16] (1: FlashPrefill's scoring)");
     require(sink_blocks >= 0, cat(who, " params.sink_blocks"), sink_blocks, ">= 0");
     require(window_blocks >= 0, cat(who, " params.window_blocks"), window_blocks, ">= 0");
     require(last_full_blocks >= 0, cat(who, " params.last_full_blocks"), last_full_blocks, ">= 0");
     require(min_budget >= 0, cat(who, " params.min_budget"), min_budget, ">= 0 (0: off)");
+  }
+
+  /// Logit factor of the scoring: softmax scale * log2(e) * sharpness, rounded the same way on
+  /// the host and the device.
+  float logit_factor(float softmax_scale) const {
+    return exact::mul(exact::mul(softmax_scale, exact::kLog2e), sharpness);
   }
 };
 
@@ -112,6 +159,19 @@ COMPACT_HOST_DEVICE inline bool forced_on(const FlashPrefillParams& p, const Que
          (final_chunk && qb >= num_q_blocks - p.last_full_blocks);
 }
 
+/// True when KV block kb is forced on in at least one query block of the sequence's chunk (and
+/// so in the union of the group's rows whatever the selection): group_mass counts its mass as
+/// already covered.
+COMPACT_HOST_DEVICE inline bool group_forced(const FlashPrefillParams& p, const SeqInfo& s, int kb,
+                                             int num_q_blocks, bool final_chunk, int block_q,
+                                             int block_k) {
+  for (int qb = 0; qb < num_q_blocks; ++qb) {
+    const QueryBlockSpan span = query_block_span(s, qb, block_q, block_k);
+    if (kb <= span.last_kb && forced_on(p, span, kb, qb, num_q_blocks, final_chunk)) return true;
+  }
+  return false;
+}
+
 /// Score of a block from its row maximum m (log2 domain) and fixed-point sum F, relative to the
 /// row's overall maximum M: F * 2^(m - M). -1 marks an unscored block (m = -inf).
 COMPACT_HOST_DEVICE inline float block_score(float m, std::uint32_t f, float row_max) {
@@ -131,6 +191,8 @@ struct Scratch {
   float* kscale = nullptr;           ///< [max_batch][Hkv][kv_pad] their scales.
   float* score_m = nullptr;          ///< [max_batch][Hq][max_q_blocks][kv_pad] row maxima.
   std::uint32_t* score_f = nullptr;  ///< Same shape: fixed-point sums, then the block scores.
+  /// [max_batch][Hkv][kv_pad] group_mass selection: summed row shares of each KV block.
+  std::uint64_t* group_mass = nullptr;
   int kv_pad = 0;                    ///< KV blocks per scratch row (multiple of kTileKeys).
   std::int64_t kq_array_elems = 0;   ///< Elements of one quantized summary array.
   std::size_t bytes = 0;
@@ -149,6 +211,7 @@ struct Scratch {
     s.kscale = carver.take<float>(rows_k);
     s.score_m = carver.take<float>(rows_q);
     s.score_f = carver.take<std::uint32_t>(rows_q);
+    s.group_mass = carver.take<std::uint64_t>(rows_k);
     s.bytes = carver.used();
     return s;
   }
@@ -162,7 +225,8 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
   const AttentionConfig& c = a.config;
   const int D = c.head_dim, hkv = c.num_kv_heads, G = c.gqa_group();
   const int Bq = c.block_q, Bk = c.block_k;
-  const float cexp = exact::mul(c.scale(), exact::kLog2e);
+  const float cexp = p.logit_factor(c.scale());
+  const bool group_mode = p.selection == FlashPrefillSelection::group_mass;
   const KeySummaries& sum = a.cache.summaries;
   const std::int64_t q_stride =
       a.batch.q_stride != 0 ? a.batch.q_stride : std::int64_t{c.num_q_heads} * D;
@@ -173,6 +237,8 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
   std::vector<float> m_row, s_row;
   std::vector<std::uint32_t> f_row;
   std::vector<std::uint64_t> keys;
+  std::vector<std::uint64_t> mass;  // group_mode: [kvh][kb]
+  std::vector<std::uint8_t> forced, selected;
   for (int b = 0; b < a.batch.num_seqs; ++b) {
     const SeqInfo s = seq_info(a.batch, b);
     if (s.q_len <= 0) continue;
@@ -180,6 +246,7 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
     const int n_qb = ceil_div(s.q_len, Bq);
     const bool final_chunk = a.batch.final_chunk != nullptr && a.batch.final_chunk[b] != 0;
     const int slot = sum.slot(b);
+    if (group_mode) mass.assign(static_cast<std::size_t>(hkv) * n_kb, 0);
     // Quantized summaries of every block of the sequence: [kb][kvh][array][D].
     kq.assign(static_cast<std::size_t>(n_kb) * hkv * kArrays * D, 0);
     kscale.assign(static_cast<std::size_t>(n_kb) * hkv, 0.0f);
@@ -276,6 +343,15 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
                            static_cast<std::uint32_t>(kb));
           }
         }
+        if (group_mode) {
+          std::uint64_t total = 0;
+          for (int kb = 0; kb < n_cand; ++kb) total += group_mass::score_units(s_row[kb]);
+          for (int kb = 0; kb < n_cand; ++kb) {
+            mass[static_cast<std::size_t>(kvh) * n_kb + kb] +=
+                group_mass::row_share(group_mass::score_units(s_row[kb]), total);
+          }
+          continue;  // rows are written per group below
+        }
         const float thr = exact::mul(p.alpha, best);
         std::uint64_t topk_min = ~std::uint64_t{0};
         const int k = std::min<int>(p.min_budget, static_cast<int>(keys.size()));
@@ -298,6 +374,33 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
             if (on) word |= 1u << bit;
           }
           row[w] = word;
+        }
+      }
+    }
+    if (!group_mode) continue;
+    // group_mass: one budgeted selection per GQA group, written to every row of the group.
+    forced.assign(n_kb, 0);
+    selected.assign(n_kb, 0);
+    for (int kb = 0; kb < n_kb; ++kb) {
+      forced[kb] = group_forced(p, s, kb, n_qb, final_chunk, Bq, Bk) ? 1 : 0;
+    }
+    const std::uint32_t tau = group_mass::tau_fixed(p.group_mass);
+    for (int kvh = 0; kvh < hkv; ++kvh) {
+      group_mass::select_host(&mass[static_cast<std::size_t>(kvh) * n_kb], forced.data(), n_kb,
+                              tau, p.min_budget, selected.data());
+      for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
+        for (int qb = 0; qb < n_qb; ++qb) {
+          const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
+          std::uint32_t* row = a.mask.row(b, h, qb);
+          for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
+            std::uint32_t word = 0;
+            for (int bit = 0; bit < 32; ++bit) {
+              const int kb = w * 32 + bit;
+              if (kb > span.last_kb) break;
+              if (selected[kb] || forced_on(p, span, kb, qb, n_qb, final_chunk)) word |= 1u << bit;
+            }
+            row[w] = word;
+          }
         }
       }
     }
@@ -349,7 +452,10 @@ __global__ void __launch_bounds__(256)
           __int2bfloat16_rn(exact::quantize(x[arr][j], qt.inv, kLevels));
     }
   }
-  if (lane == 0) scr.kscale[row] = qt.scale;
+  if (lane == 0) {
+    scr.kscale[row] = qt.scale;
+    scr.group_mass[row] = 0;  // group_mass: the scoring kernel accumulates row shares here
+  }
 }
 
 /// Warps and m16 row atoms per warp of the scoring kernel.
@@ -767,6 +873,21 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, o));
   scored = __reduce_add_sync(0xffffffffu, scored);
+  if (p.fp.selection == FlashPrefillSelection::group_mass) {
+    // The row's total in integer score units, then every block's share of the row into the
+    // group's mass (integer atomics: the sums do not depend on the order). group_select_kernel
+    // selects and writes the rows.
+    unsigned long long total = 0;
+    for (int kb = lane; kb < n_cand; kb += 32) total += group_mass::score_units(score_s[base + kb]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+    unsigned long long* mass = reinterpret_cast<unsigned long long*>(p.scr.group_mass) + key_row0;
+    for (int kb = lane; kb < n_cand; kb += 32) {
+      const std::uint64_t u = group_mass::score_units(score_s[base + kb]);
+      if (u != 0) atomicAdd(&mass[kb], group_mass::row_share(u, total));
+    }
+    return;
+  }
   const float thr = exact::mul(p.fp.alpha, best);
 
   // Minimum budget: the k best blocks by (score, kb), found by bitwise search on the score bits,
@@ -820,6 +941,67 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   }
 }
 
+/// Threads of group_select_kernel.
+inline constexpr int kSelectThreads = 256;
+
+/// Everything group_select_kernel reads.
+struct GroupSelectParams {
+  AttentionConfig c;
+  ChunkBatch batch;
+  FlashPrefillParams fp;
+  BlockMask mask;
+  const std::uint64_t* mass = nullptr;  ///< Scratch::group_mass
+  int kv_pad = 0;
+  std::uint32_t tau_fix = 0;  ///< group_mass::tau_fixed(fp.group_mass), computed on the host
+};
+
+/// group_mass selection: one CTA per (sequence, KV head) marks the group-forced blocks, selects
+/// the group's blocks from the summed row shares (BlockMassSelect, equal to select_host()) and
+/// writes every mask row of the group, one warp per row. Dynamic shared memory: two bitmaps of
+/// ceil(max KV blocks / 32) words. (A template only so that the header may be included by several
+/// translation units.)
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParams p) {
+  using Select = group_mass::BlockMassSelect<kThreads>;
+  __shared__ typename Select::TempStorage tmp;
+  extern __shared__ std::uint32_t bitmaps[];
+  const AttentionConfig& c = p.c;
+  const int kvh = static_cast<int>(blockIdx.x) % c.num_kv_heads;
+  const int b = static_cast<int>(blockIdx.x) / c.num_kv_heads;
+  if (b >= p.batch.num_seqs) return;
+  const SeqInfo s = seq_info(p.batch, b);
+  if (s.q_len <= 0) return;
+  const int Bq = c.block_q, Bk = c.block_k, G = c.gqa_group();
+  const int n_kb = ceil_div(s.kv_len, Bk), n_qb = ceil_div(s.q_len, Bq);
+  const int n_words = ceil_div(n_kb, 32);
+  const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
+  std::uint32_t* forced = bitmaps;
+  std::uint32_t* selected = bitmaps + n_words;
+  for (int w = threadIdx.x; w < n_words; w += kThreads) {
+    std::uint32_t word = 0;
+    for (int bit = 0; bit < 32 && w * 32 + bit < n_kb; ++bit) {
+      if (group_forced(p.fp, s, w * 32 + bit, n_qb, final_chunk, Bq, Bk)) word |= 1u << bit;
+    }
+    forced[w] = word;
+  }
+  __syncthreads();
+  Select(tmp).run(p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad,
+                  forced, n_kb, p.tau_fix, p.fp.min_budget, selected);
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x >> 5; r < G * n_qb; r += kThreads / 32) {
+    const int h = kvh * G + r / n_qb, qb = r % n_qb;
+    const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
+    std::uint32_t* out = p.mask.row(b, h, qb);
+    for (int w = 0; w < n_words; ++w) {
+      const int kb = w * 32 + lane;
+      const bool on = kb <= span.last_kb && (((selected[w] >> lane) & 1u) ||
+                                             forced_on(p.fp, span, kb, qb, n_qb, final_chunk));
+      const std::uint32_t word = __ballot_sync(0xffffffffu, on);
+      if (lane == 0) out[w] = word;
+    }
+  }
+}
+
 /// Heads of one GQA group packed per CTA: the largest divisor of G that fits kMaxPackedRows.
 inline int heads_per_cta(const AttentionConfig& c, bool bound) {
   const int G = c.gqa_group();
@@ -861,11 +1043,12 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 ///    block kb when it sees all of it: min((kb + 1) * Bk, L_b) - 1 <= pos_t (FlashPrefill's
 ///    causal rule on pooled keys). Every block before the chunk is scored by every row; a
 ///    block the chunk reaches into is scored only by rows at or after its last valid token.
-/// 2. Logit (log2 domain): l[t][kb] = q_t . mean_k[kb][kvh] * scale * log2(e), where mean_k is
-///    the cached fp32 mean over the block's valid tokens (KeySummaries, kept by append_kv; the K
-///    cache is never read) and scale = config.scale(). q_t and mean_k are quantized to integers
-///    in [-255, 255] with one absmax scale each (see exact_math.hpp), so the dot product is an
-///    exact integer on tensor cores and on the host: l = (I * (s_q * scale * log2 e)) * s_k.
+/// 2. Logit (log2 domain): l[t][kb] = q_t . mean_k[kb][kvh] * scale * log2(e) * sharpness, where
+///    mean_k is the cached fp32 mean over the block's valid tokens (KeySummaries, kept by
+///    append_kv; the K cache is never read) and scale = config.scale(). q_t and mean_k are
+///    quantized to integers in [-255, 255] with one absmax scale each (see exact_math.hpp), so
+///    the dot product is an exact integer on tensor cores and on the host:
+///    l = (I * (s_q * FlashPrefillParams::logit_factor(scale))) * s_k.
 /// 3. Block statistics, as FlashPrefill's kernel: m[kb] = max_t l[t][kb] and
 ///    F[kb] = sum_t 2^(l[t][kb] - m[kb]) over the rows that score kb (the sum in fixed point,
 ///    2^20 units, truncated per term).
@@ -873,12 +1056,24 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 ///    block score is S[kb] = F[kb] * 2^(m[kb] - M), i.e. the share of the query block's
 ///    pooled attention mass on block kb, up to the common factor sum_kb S[kb] (dividing by it,
 ///    as the paper does, changes no decision below, so it is skipped).
-/// 5. Selection of kb <= last_kb (never a later block): kept when forced on (the chunk's own
-///    causal blocks kb >= chunk_first_kb, the sink kb < sink_blocks, the window
-///    kb > first_kb - window_blocks, or — only where ChunkBatch::final_chunk[b] != 0 — every
-///    block of the last last_full_blocks query blocks of the chunk, FlashPrefill's "last full
-///    blocks"), or when scored with S[kb] >= alpha * max_kb S[kb], or among the min_budget best
-///    scored blocks ordered by (S, kb) descending (ties to the later block).
+/// 5. Forced blocks (never a block after last_kb): the chunk's own causal blocks
+///    kb >= chunk_first_kb, the sink kb < sink_blocks, the window kb > first_kb - window_blocks,
+///    and — only where ChunkBatch::final_chunk[b] != 0 — every block of the last
+///    last_full_blocks query blocks of the chunk (FlashPrefill's "last full blocks").
+/// 6. Selection among the other scored blocks kb <= last_kb:
+///    - row_threshold (FlashPrefill, FlashPrefillParams::paper()): kept when
+///      S[kb] >= alpha * max_kb S[kb], or among the min_budget best scored blocks of the row
+///      ordered by (S, kb) descending (ties to the later block).
+///    - group_mass (the default): each row's scores become integer shares of the row,
+///      floor(floor(S[kb]) * 2^32 / sum_kb floor(S[kb])), summed over every query block of the
+///      chunk and every head of the GQA group into one mass per KV block. The group keeps the
+///      shortest run of blocks in (mass descending, kb ascending) order that, added to the mass of
+///      the blocks forced in any row of the group, reaches ceil(group_mass * total mass) (tau in
+///      2^-16 steps), and at least min_budget of them (group_mass::select_host). Every row of the
+///      group holds those blocks (up to its last_kb) plus its own forced blocks, so BlockUnion's
+///      table is the budgeted selection itself. Why: with a relative per-row threshold the union
+///      is decided by the flattest row of the group (a head whose mass sits on single tokens pools
+///      to near-equal scores and keeps almost every block); docs/accuracy.md has the measurement.
 ///
 /// Exactness: host and device compute identical fp32 bits (integer dot products, explicitly
 /// rounded fp32 steps, a shared polynomial exp2, integer fixed-point sums, ordered maxima), so
@@ -943,7 +1138,7 @@ struct FlashPrefillMask {
     sp.fp = params;
     sp.scr = scr;
     sp.mask = a.mask;
-    sp.cexp = exact::mul(c.scale(), exact::kLog2e);
+    sp.cexp = params.logit_factor(c.scale());
     sp.heads_per_cta = heads_per_cta(c, Score::kBound);
     sp.head_chunks = c.gqa_group() / sp.heads_per_cta;
     sp.q_blocks = geo.max_q_blocks;
@@ -955,6 +1150,23 @@ struct FlashPrefillMask {
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
       COMPACT_CHECK_LAUNCH("flash_prefill score_kernel");
     });
+    if (params.selection == FlashPrefillSelection::group_mass) {
+      flash_prefill::GroupSelectParams gp;
+      gp.c = c;
+      gp.batch = a.batch;
+      gp.fp = params;
+      gp.mask = a.mask;
+      gp.mass = scr.group_mass;
+      gp.kv_pad = scr.kv_pad;
+      gp.tau_fix = group_mass::tau_fixed(params.group_mass);
+      const int smem =
+          2 * ceil_div(geo.max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
+      require(smem <= 48 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
+              "at most 196608 KV blocks (max_kv_len / block_k) for the group_mass selection");
+      flash_prefill::group_select_kernel<flash_prefill::kSelectThreads>
+          <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem, stream>>>(gp);
+      COMPACT_CHECK_LAUNCH("flash_prefill group_select_kernel");
+    }
   }
 
  private:

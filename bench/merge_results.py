@@ -539,7 +539,9 @@ def write_markdown(path: str, merged: dict[str, Any], rows: list[dict[str, Any]]
         header += [f"vs {p}" for p in peer_cols]
         body = []
         for s in summary:
-            r = [s["family"], s["method"], s["preset"], str(s["kv_len"]), str(s["chunk"])]
+            # A pinned code path (arch:80 in the name) is part of the method's label.
+            method = s["method"] + (f" (sm{s['arch']} path)" if s.get("arch") is not None else "")
+            r = [s["family"], method, s["preset"], str(s["kv_len"]), str(s["chunk"])]
             if "page" in opt:
                 r.append(str(s.get("page", "—")))
             r.append(_fmt(s["ms"], "ms"))

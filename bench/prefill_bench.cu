@@ -2,9 +2,14 @@
 // and the 2D block-sparse baseline on the same cache, chunk by chunk, selection and attention
 // timed apart. Masks come from a synthetic long-context workload (tools/workload), not random.
 //
+// Timing: every chunk's selection (plan: mask + union) and attention (run) of every method are
+// timed with CUDA events COMPACT_PREFILL_REPS times (default 3, after the untimed warm-up pass
+// over chunk 0) and the per-chunk medians are summed over the prompt.
+//
 // Environment: COMPACT_SELECTION_DIR, when set, receives the last chunk's FlashPrefill 2D mask
 // of every configuration as a .npy bool array [B][Hq][nqb][nkb] (for bench/peers.py's
 // FlexAttention peer: selection_{preset}_{kv}_{chunk}.npy).
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -182,6 +187,13 @@ const PrefillResult& run_prefill(const Shape& sh) {
                                                         : sparse2d.tables_view(wsp(m));
   };
 
+  const char* reps_env = std::getenv("COMPACT_PREFILL_REPS");
+  const int reps = reps_env != nullptr ? std::max(1, std::atoi(reps_env)) : 3;
+  auto median = [](std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5f * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  std::array<float, kMethods> sel_ms{}, att_ms{};
   std::array<cudaEvent_t, 2 + 2 * kMethods> ev;
   for (auto& e : ev) COMPACT_CUDA_CHECK(cudaEventCreate(&e));
   std::vector<std::uint16_t> q_chunk;
@@ -207,15 +219,25 @@ const PrefillResult& run_prefill(const Shape& sh) {
     COMPACT_CUDA_CHECK(cudaEventRecord(ev[0]));
     append_kv_device(c, l, kv_chunk, cache);
     COMPACT_CUDA_CHECK(cudaEventRecord(ev[1]));
+    COMPACT_CUDA_CHECK(cudaEventSynchronize(ev[1]));
+    const float append_ms = elapsed(ev[0], ev[1]);
     for (int m = 0; m < kMethods; ++m) {
-      plan(m);
-      COMPACT_CUDA_CHECK(cudaEventRecord(ev[2 + 2 * m]));
-      run(m);
-      COMPACT_CUDA_CHECK(cudaEventRecord(ev[3 + 2 * m]));
+      std::vector<float> sel, att;
+      for (int rep = 0; rep < (i < 0 ? 1 : reps); ++rep) {
+        COMPACT_CUDA_CHECK(cudaEventRecord(ev[2]));
+        plan(m);
+        COMPACT_CUDA_CHECK(cudaEventRecord(ev[3]));
+        run(m);
+        COMPACT_CUDA_CHECK(cudaEventRecord(ev[4]));
+        COMPACT_CUDA_CHECK(cudaEventSynchronize(ev[4]));
+        sel.push_back(elapsed(ev[2], ev[3]));
+        att.push_back(elapsed(ev[3], ev[4]));
+      }
+      sel_ms[m] = median(sel);
+      att_ms[m] = median(att);
     }
-    COMPACT_CUDA_CHECK(cudaEventSynchronize(ev.back()));
     if (i < 0) continue;
-    r.append_ms += elapsed(ev[0], ev[1]);
+    r.append_ms += append_ms;
     const ChunkBatch hb = [&] {
       ChunkBatch h = batch;
       h.cu_seqlens_q = cu.data();
@@ -223,8 +245,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
       return h;
     }();
     for (int m = 0; m < kMethods; ++m) {
-      const float sel = elapsed(m == 0 ? ev[1] : ev[1 + 2 * m], ev[2 + 2 * m]);
-      const float att = elapsed(ev[2 + 2 * m], ev[3 + 2 * m]);
+      const float sel = sel_ms[m];
+      const float att = att_ms[m];
       MethodTotals& t = r.m[m];
       t.select_ms += sel;
       t.attn_ms += att;

@@ -30,7 +30,7 @@ inline std::uint32_t tau_fixed(float tau) {
   return static_cast<std::uint32_t>(std::lround(static_cast<double>(tau) * (1 << kTauBits)));
 }
 
-/// ceil(total * tau_fix / 2^16) without overflow for every total < 2^64 / 2^16 * 2^16.
+/// ceil(total * tau_fix / 2^16) for tau_fix <= 2^16, without overflow for any 64-bit total.
 COMPACT_HOST_DEVICE inline std::uint64_t mass_target(std::uint64_t total, std::uint32_t tau_fix) {
   const std::uint64_t q = total >> kTauBits, r = total & ((1u << kTauBits) - 1);
   return q * tau_fix + ((r * tau_fix + ((1u << kTauBits) - 1)) >> kTauBits);

@@ -92,13 +92,19 @@ void BM_PagedFlash(benchmark::State& state, Shape shape, double fraction, int ar
   exec.force_arch = arch;
   exec.configure(st.config, st.limits, tables.shape);
   test::DeviceBuffer<std::byte> ws(exec.workspace_bytes(st.config, st.limits, tables.shape) + 256);
-  const ExecArgs args{st.config, st.limits, st.batch(), st.cache(), tables.device(), st.out(),
+  const ExecArgs args{st.config,
+                      st.limits,
+                      st.batch(),
+                      st.cache(),
+                      tables.device(),
+                      st.out(),
                       Workspace{ws.get(), ws.size()}};
   double ms = 0;
   for (auto _ : state) ms = median_ms([&] { exec.run(args, nullptr); });
   report_ms(state, ms);
   const ChunkBatch hb = st.host_batch();
-  const double flops = attention_flops(attended_pairs(st.config, hb, tables.host()), st.config.head_dim);
+  const double flops =
+      attention_flops(attended_pairs(st.config, hb, tables.host()), st.config.head_dim);
   const double dense_flops = attention_flops(
       dense_pairs(shape.kv_len, shape.chunk, st.config.num_q_heads) * shape.preset.batch,
       st.config.head_dim);
@@ -118,14 +124,14 @@ const int kRegistered = [] {
           const std::string variant =
               fraction == 1.0 ? "dense" : "random:" + std::to_string(fraction).substr(0, 4);
           const std::string name = "BM_PagedFlash/" + variant + "/" + preset.name +
-                                   "/kv:" + std::to_string(kv) + "/chunk:1024/page:" +
-                                   std::to_string(page);
+                                   "/kv:" + std::to_string(kv) +
+                                   "/chunk:1024/page:" + std::to_string(page);
           for (int arch : {0, 80}) {
             // The mma.sync kernels (arch:80) for comparison, on dense and 10% tables at page 16.
             if (arch == 80 && (page != 16 || (fraction != 1.0 && fraction != 0.1))) continue;
             const std::string full = arch == 80 ? name + "/arch:80" : name;
-            benchmark::RegisterBenchmark(full.c_str(), BM_PagedFlash,
-                                         Shape{preset, kv, 1024, page}, fraction, arch)
+            benchmark::RegisterBenchmark(full.c_str(), BM_PagedFlash, Shape{preset, kv, 1024, page},
+                                         fraction, arch)
                 ->UseManualTime()
                 ->Iterations(1)
                 ->Unit(benchmark::kMillisecond);

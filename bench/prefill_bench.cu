@@ -116,7 +116,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
   l.max_kv_len = P;
 
   // Device state: the prompt's K/V (source of each chunk), packed chunk buffers, the cache.
-  const std::size_t row_kv = static_cast<std::size_t>(Hkv) * D, row_q = static_cast<std::size_t>(Hq) * D;
+  const std::size_t row_kv = static_cast<std::size_t>(Hkv) * D,
+                    row_q = static_cast<std::size_t>(Hq) * D;
   test::DeviceBuffer<std::uint16_t> k_all(w.k()), v_all(w.v());
   test::DeviceBuffer<std::uint16_t> q(B * C * row_q), k_new(B * C * row_kv), v_new(B * C * row_kv);
   std::array<test::DeviceBuffer<std::uint16_t>, kMethods> out;
@@ -183,8 +184,9 @@ const PrefillResult& run_prefill(const Shape& sh) {
     if (m == 2) sparse2d.run(batch, cache, wsp(m), o);
   };
   auto tables = [&](int m) {
-    return m == 0 ? dense.tables_view(wsp(m)) : m == 1 ? compact.tables_view(wsp(m))
-                                                        : sparse2d.tables_view(wsp(m));
+    return m == 0   ? dense.tables_view(wsp(m))
+           : m == 1 ? compact.tables_view(wsp(m))
+                    : sparse2d.tables_view(wsp(m));
   };
 
   const char* reps_env = std::getenv("COMPACT_PREFILL_REPS");
@@ -256,8 +258,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
       }
       const BlockTables tb = tables(m);
       std::vector<std::int32_t> indptr(tb.shape.num_tables() + 1);
-      COMPACT_CUDA_CHECK(cudaMemcpy(indptr.data(), tb.indptr, indptr.size() * 4,
-                                    cudaMemcpyDeviceToHost));
+      COMPACT_CUDA_CHECK(
+          cudaMemcpy(indptr.data(), tb.indptr, indptr.size() * 4, cudaMemcpyDeviceToHost));
       const TableDensity d =
           table_density(c, hb, BlockTables{tb.shape, indptr.data(), nullptr, nullptr});
       t.selected += d.selected;
@@ -269,7 +271,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
         const std::vector<std::uint16_t> got = out[m].download();
         double e2 = 0, r2 = 0;
         for (std::size_t e = 0; e < ref.size(); ++e) {
-          const double g = load_float(got.data(), c.dtype, e), x = load_float(ref.data(), c.dtype, e);
+          const double g = load_float(got.data(), c.dtype, e),
+                       x = load_float(ref.data(), c.dtype, e);
           e2 += (g - x) * (g - x);
           r2 += x * x;
         }
@@ -279,7 +282,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
         // The 2D FlashPrefill mask of the last chunk, [B][Hq][nqb][nkb], for FlexAttention.
         const BlockMask mk = sparse2d.mask_view(wsp(2));
         std::vector<std::uint32_t> bits(mk.num_words());
-        COMPACT_CUDA_CHECK(cudaMemcpy(bits.data(), mk.bits, bits.size() * 4, cudaMemcpyDeviceToHost));
+        COMPACT_CUDA_CHECK(
+            cudaMemcpy(bits.data(), mk.bits, bits.size() * 4, cudaMemcpyDeviceToHost));
         const int nqb = ceil_div(C, c.block_q), nkb = ceil_div(P, c.block_k);
         std::vector<std::uint8_t> sel(static_cast<std::size_t>(B) * Hq * nqb * nkb);
         BlockMask hm = mk;
@@ -289,8 +293,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
           for (int h = 0; h < Hq; ++h)
             for (int qb = 0; qb < nqb; ++qb)
               for (int kb = 0; kb < nkb; ++kb) sel[at++] = hm.test(b, h, qb, kb);
-        write_npy_bool(std::string(dir) + "/selection_" + sh.preset.name + "_" +
-                           std::to_string(P) + "_" + std::to_string(C) + ".npy",
+        write_npy_bool(std::string(dir) + "/selection_" + sh.preset.name + "_" + std::to_string(P) +
+                           "_" + std::to_string(C) + ".npy",
                        sel, {B, Hq, nqb, nkb});
       }
     }

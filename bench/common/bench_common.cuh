@@ -93,15 +93,15 @@ inline void add_gpu_context() {
 }  // namespace compact::bench
 
 /// main() for every benchmark binary: without a GPU it says so and runs nothing.
-#define COMPACT_BENCHMARK_MAIN()                                                            \
-  int main(int argc, char** argv) {                                                         \
-    if (!::compact::bench::have_gpu()) {                                                    \
-      std::printf("SKIPPED: benchmarks need a CUDA device; none is usable here.\n");        \
-      return 0;                                                                             \
-    }                                                                                       \
-    ::compact::bench::add_gpu_context();                                                    \
-    ::benchmark::Initialize(&argc, argv);                                                   \
-    ::benchmark::RunSpecifiedBenchmarks();                                                  \
-    ::benchmark::Shutdown();                                                                \
-    return 0;                                                                               \
+#define COMPACT_BENCHMARK_MAIN()                                                     \
+  int main(int argc, char** argv) {                                                  \
+    if (!::compact::bench::have_gpu()) {                                             \
+      std::printf("SKIPPED: benchmarks need a CUDA device; none is usable here.\n"); \
+      return 0;                                                                      \
+    }                                                                                \
+    ::compact::bench::add_gpu_context();                                             \
+    ::benchmark::Initialize(&argc, argv);                                            \
+    ::benchmark::RunSpecifiedBenchmarks();                                           \
+    ::benchmark::Shutdown();                                                         \
+    return 0;                                                                        \
   }

@@ -12,13 +12,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "../../tests/support/device_buffer.cuh"
 #include "compact/core/block_tables.hpp"
 #include "compact/core/chunk_batch.hpp"
 #include "compact/core/config.hpp"
 #include "compact/core/cuda_check.hpp"
 #include "compact/core/limits.hpp"
 #include "compact/core/paged_kv.hpp"
-#include "../../tests/support/device_buffer.cuh"
 
 namespace compact::bench {
 
@@ -40,7 +40,8 @@ __global__ void fill_random_kernel(T* dst, std::size_t n, std::uint64_t seed, fl
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
     float u = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) u += hash32(seed * 0x9e3779b97f4a7c15ULL + i * 4 + k) * 2.3283064e-10f;
+    for (int k = 0; k < 4; ++k)
+      u += hash32(seed * 0x9e3779b97f4a7c15ULL + i * 4 + k) * 2.3283064e-10f;
     const float v = (u - 2.0f) * 1.7320508f * scale;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
       dst[i] = __float2bfloat16(v);
@@ -94,7 +95,8 @@ struct DeviceStep {
     d_page_table = test::DeviceBuffer<std::int32_t>(page_table);
     const std::size_t kv_elems =
         static_cast<std::size_t>(num_pages) * c.page_size * c.num_kv_heads * c.head_dim;
-    const std::size_t q_elems = static_cast<std::size_t>(batch) * chunk * c.num_q_heads * c.head_dim;
+    const std::size_t q_elems =
+        static_cast<std::size_t>(batch) * chunk * c.num_q_heads * c.head_dim;
     k = test::DeviceBuffer<std::uint16_t>(kv_elems);
     v = test::DeviceBuffer<std::uint16_t>(kv_elems);
     q = test::DeviceBuffer<std::uint16_t>(q_elems);

@@ -90,9 +90,13 @@ struct HostAlloc {
     return reinterpret_cast<T*>(owned.back().get());
   }
   template <class T>
-  void copy(T* dst, const T* src, std::size_t n) { std::copy(src, src + n, dst); }
+  void copy(T* dst, const T* src, std::size_t n) {
+    std::copy(src, src + n, dst);
+  }
   template <class T>
-  void fetch(T* dst, const T* src, std::size_t n) { std::copy(src, src + n, dst); }
+  void fetch(T* dst, const T* src, std::size_t n) {
+    std::copy(src, src + n, dst);
+  }
 };
 
 /// Device memory.
@@ -171,7 +175,8 @@ int prefill(const compact::tools::SyntheticWorkload& w, const compact::Attention
     hb.cu_seqlens_q = layer.cu.data();
     hb.kv_lens = layer.kv.data();
     const double density =
-        compact::table_density(c, hb, compact::BlockTables{t.shape, indptr.data(), nullptr, nullptr})
+        compact::table_density(c, hb,
+                               compact::BlockTables{t.shape, indptr.data(), nullptr, nullptr})
             .ratio();
     sum_density += density;
     if (i % sample_every == 0 || last) {
@@ -211,13 +216,16 @@ int main() {
     s.chunk = 1024;
     std::printf("Generating a %d-token synthetic layer...\n", s.tokens);
     const compact::tools::SyntheticWorkload w(s);
-    std::printf("Prefilling it on the GPU in chunks of %d: FlashPrefillMask + BlockUnion + "
-                "PagedFlashExecutor (sampled chunks also run dense).\n", s.chunk);
-    return prefill<DeviceAlloc,
-                   compact::Engine<compact::FlashPrefillMask<>, compact::BlockUnion<>,
-                                   compact::PagedFlashExecutor<>>,
-                   compact::Engine<compact::DenseMask, compact::BlockUnion<>,
-                                   compact::PagedFlashExecutor<>>>(w, c, s.chunk, 16);
+    std::printf(
+        "Prefilling it on the GPU in chunks of %d: FlashPrefillMask + BlockUnion + "
+        "PagedFlashExecutor (sampled chunks also run dense).\n",
+        s.chunk);
+    return prefill<
+        DeviceAlloc,
+        compact::Engine<compact::FlashPrefillMask<>, compact::BlockUnion<>,
+                        compact::PagedFlashExecutor<>>,
+        compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::PagedFlashExecutor<>>>(
+        w, c, s.chunk, 16);
   }
   s.tokens = 8192;
   c.block_q = c.block_k = 64;  // finer blocks, so that a short prompt still has some to drop
@@ -225,13 +233,15 @@ int main() {
   s.num_kv_heads = c.num_kv_heads = 2;
   s.head_dim = c.head_dim = 64;
   s.chunk = 256;
-  std::printf("No GPU here: prefilling a small %d-token synthetic layer through the host "
-              "reference policies (FlashPrefillMask + BlockUnion + ReferenceExecutor).\n",
-              s.tokens);
+  std::printf(
+      "No GPU here: prefilling a small %d-token synthetic layer through the host "
+      "reference policies (FlashPrefillMask + BlockUnion + ReferenceExecutor).\n",
+      s.tokens);
   const compact::tools::SyntheticWorkload w(s);
-  return prefill<HostAlloc,
-                 compact::Engine<compact::FlashPrefillMask<>, compact::BlockUnion<>,
-                                 compact::ReferenceExecutor>,
-                 compact::Engine<compact::DenseMask, compact::BlockUnion<>,
-                                 compact::ReferenceExecutor>>(w, c, s.chunk, 8);
+  return prefill<
+      HostAlloc,
+      compact::Engine<compact::FlashPrefillMask<>, compact::BlockUnion<>,
+                      compact::ReferenceExecutor>,
+      compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::ReferenceExecutor>>(
+      w, c, s.chunk, 8);
 }

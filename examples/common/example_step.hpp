@@ -97,8 +97,13 @@ struct DeviceStep {
   DeviceArray<std::int32_t> cu_seqlens, kv_lens, page_table;
   DeviceArray<__nv_bfloat16> q, k, v;
   explicit DeviceStep(const HostStep& h)
-      : host(h), cu_seqlens(h.cu_seqlens), kv_lens(h.kv_lens), page_table(h.page_table),
-        q(h.q), k(h.k), v(h.v) {}
+      : host(h),
+        cu_seqlens(h.cu_seqlens),
+        kv_lens(h.kv_lens),
+        page_table(h.page_table),
+        q(h.q),
+        k(h.k),
+        v(h.v) {}
   compact::ChunkBatch batch() const {
     compact::ChunkBatch b = host.batch();
     b.q = q.ptr;
@@ -161,17 +166,20 @@ std::vector<__nv_bfloat16> run_on_device(const Engine& engine, const DeviceStep&
   const compact::BlockTables t = engine.tables_view(ws);
   const int n = t.shape.num_tables();
   std::vector<std::int32_t> indptr(n + 1);
-  COMPACT_CUDA_CHECK(cudaMemcpy(indptr.data(), t.indptr, indptr.size() * 4, cudaMemcpyDeviceToHost));
+  COMPACT_CUDA_CHECK(
+      cudaMemcpy(indptr.data(), t.indptr, indptr.size() * 4, cudaMemcpyDeviceToHost));
   *density = compact::table_density(step.host.config, step.host.batch(),
                                     compact::BlockTables{t.shape, indptr.data(), nullptr, nullptr})
                  .ratio();
   std::vector<__nv_bfloat16> host_out(step.host.out_elems());
-  COMPACT_CUDA_CHECK(cudaMemcpy(host_out.data(), out.ptr, host_out.size() * 2, cudaMemcpyDeviceToHost));
+  COMPACT_CUDA_CHECK(
+      cudaMemcpy(host_out.data(), out.ptr, host_out.size() * 2, cudaMemcpyDeviceToHost));
   return host_out;
 }
 
 /// Largest |a - b| over two outputs.
-inline double max_abs_diff(const std::vector<__nv_bfloat16>& a, const std::vector<__nv_bfloat16>& b) {
+inline double max_abs_diff(const std::vector<__nv_bfloat16>& a,
+                           const std::vector<__nv_bfloat16>& b) {
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
     m = std::max(m, std::abs(static_cast<double>(__bfloat162float(a[i])) - __bfloat162float(b[i])));

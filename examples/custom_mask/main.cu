@@ -27,7 +27,8 @@ __global__ void recent_chunks_kernel(compact::MaskArgs a, Rule rule) {
   for (int w = threadIdx.x; w < compact::ceil_div(ctx.num_kv_blocks, 32); w += blockDim.x) {
     std::uint32_t bits = 0;
     for (int kb = w * 32; kb < min(w * 32 + 32, ctx.span.last_kb + 1); ++kb) {  // never the future
-      if (kb >= ctx.span.chunk_first_kb || rule.keep(ctx, kb, a.config.block_k)) bits |= 1u << (kb % 32);
+      if (kb >= ctx.span.chunk_first_kb || rule.keep(ctx, kb, a.config.block_k))
+        bits |= 1u << (kb % 32);
     }
     a.mask.row(b, h, qb)[w] = bits;
   }
@@ -73,8 +74,8 @@ int main() {
   const RecentChunksMask mask{RecentChunksRule{512, 2}};
   double density = 0;
   if (example::have_gpu()) {
-    using Engine = compact::Engine<RecentChunksMask, compact::BlockUnion<>,
-                                   compact::PagedFlashExecutor<>>;
+    using Engine =
+        compact::Engine<RecentChunksMask, compact::BlockUnion<>, compact::PagedFlashExecutor<>>;
     const example::DeviceStep dev(step);
     float ms = 0;
     const auto out = example::run_on_device(Engine(config, limits, mask), dev, &density, &ms);
@@ -83,9 +84,10 @@ int main() {
         compact::Engine<RecentChunksMask, compact::BlockUnion<>, compact::ReferenceExecutor>;
     double host_density = 0;
     const auto ref = example::run_on_host(HostEngine(config, limits, mask), step, &host_density);
-    std::printf("RecentChunksMask on the GPU: table density %.3f (host %.3f), plan+run %.3f ms, "
-                "max |device - host reference| %.4f\n",
-                density, host_density, ms, example::max_abs_diff(out, ref));
+    std::printf(
+        "RecentChunksMask on the GPU: table density %.3f (host %.3f), plan+run %.3f ms, "
+        "max |device - host reference| %.4f\n",
+        density, host_density, ms, example::max_abs_diff(out, ref));
     return 0;
   }
   std::printf("No GPU here: running RecentChunksMask through the host reference policies.\n");

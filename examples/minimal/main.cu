@@ -31,8 +31,8 @@ int main() {
   if (example::have_gpu()) {
     using Sparse = compact::Engine<compact::SinkLocalMask, compact::BlockUnion<>,
                                    compact::PagedFlashExecutor<>>;
-    using Dense = compact::Engine<compact::DenseMask, compact::BlockUnion<>,
-                                  compact::PagedFlashExecutor<>>;
+    using Dense =
+        compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::PagedFlashExecutor<>>;
     cudaDeviceProp prop{};
     COMPACT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("CompactAttention minimal example on %s (%d query tokens, 3 sequences).\n",
@@ -42,38 +42,45 @@ int main() {
     float sparse_ms = 0, dense_ms = 0;
     const auto sparse =
         example::run_on_device(Sparse(config, limits, a_shape), dev, &sparse_density, &sparse_ms);
-    const auto dense = example::run_on_device(Dense(config, limits), dev, &dense_density, &dense_ms);
+    const auto dense =
+        example::run_on_device(Dense(config, limits), dev, &dense_density, &dense_ms);
     std::vector<__nv_bfloat16> reference(step.out_elems());
     compact::reference::attention(config, step.batch(), step.cache(),
                                   compact::AttentionOutput{reference.data()});
-    std::printf("dense  : DenseMask + BlockUnion + PagedFlashExecutor, density %.3f, "
-                "plan+run %.3f ms, max |device - host reference| %.4f\n",
-                dense_density, dense_ms, example::max_abs_diff(dense, reference));
-    std::printf("sparse : SinkLocalMask(1, 4) + BlockUnion + PagedFlashExecutor, density %.3f, "
-                "plan+run %.3f ms\n",
-                sparse_density, sparse_ms);
-    std::printf("max |sparse - dense| over %zu outputs: %.4f (random data has no locality, so "
-                "the dropped blocks matter)\n",
-                dense.size(), example::max_abs_diff(sparse, dense));
+    std::printf(
+        "dense  : DenseMask + BlockUnion + PagedFlashExecutor, density %.3f, "
+        "plan+run %.3f ms, max |device - host reference| %.4f\n",
+        dense_density, dense_ms, example::max_abs_diff(dense, reference));
+    std::printf(
+        "sparse : SinkLocalMask(1, 4) + BlockUnion + PagedFlashExecutor, density %.3f, "
+        "plan+run %.3f ms\n",
+        sparse_density, sparse_ms);
+    std::printf(
+        "max |sparse - dense| over %zu outputs: %.4f (random data has no locality, so "
+        "the dropped blocks matter)\n",
+        dense.size(), example::max_abs_diff(sparse, dense));
     return 0;
   }
 
-  std::printf("CompactAttention minimal example: no GPU here, running the host reference "
-              "policies on a small problem (3 sequences, %d query tokens).\n",
-              step.batch().total_q);
-  using Sparse = compact::Engine<compact::SinkLocalMask, compact::BlockUnion<>,
-                                 compact::ReferenceExecutor>;
-  using Dense = compact::Engine<compact::DenseMask, compact::BlockUnion<>,
-                                compact::ReferenceExecutor>;
+  std::printf(
+      "CompactAttention minimal example: no GPU here, running the host reference "
+      "policies on a small problem (3 sequences, %d query tokens).\n",
+      step.batch().total_q);
+  using Sparse =
+      compact::Engine<compact::SinkLocalMask, compact::BlockUnion<>, compact::ReferenceExecutor>;
+  using Dense =
+      compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::ReferenceExecutor>;
   double sparse_density = 0, dense_density = 0;
   const auto sparse = example::run_on_host(Sparse(config, limits, a_shape), step, &sparse_density);
   const auto dense = example::run_on_host(Dense(config, limits), step, &dense_density);
   std::printf("dense  : DenseMask + BlockUnion, table density %.3f\n", dense_density);
-  std::printf("sparse : SinkLocalMask(sink 1, window 4) + BlockUnion, table density %.3f "
-              "(sparsity %.1f%%)\n",
-              sparse_density, 100.0 * (1.0 - sparse_density));
-  std::printf("max |sparse - dense| over %zu outputs: %.4f (random data has no locality, so the "
-              "dropped blocks matter)\n",
-              dense.size(), example::max_abs_diff(sparse, dense));
+  std::printf(
+      "sparse : SinkLocalMask(sink 1, window 4) + BlockUnion, table density %.3f "
+      "(sparsity %.1f%%)\n",
+      sparse_density, 100.0 * (1.0 - sparse_density));
+  std::printf(
+      "max |sparse - dense| over %zu outputs: %.4f (random data has no locality, so the "
+      "dropped blocks matter)\n",
+      dense.size(), example::max_abs_diff(sparse, dense));
   return 0;
 }

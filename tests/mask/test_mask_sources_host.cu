@@ -231,8 +231,8 @@ TEST_CASE("group_mass::select_host: covers tau of the mass with the fewest, heav
     const float tau = static_cast<float>(rep % 11) / 10.0f;
     const int min_count = rep % 4 == 0 ? 2 : 0;
     const std::uint32_t tf = group_mass::tau_fixed(tau);
-    const int take = group_mass::select_host(mass.data(), forced.data(), n, tf, min_count,
-                                             sel.data());
+    const int take =
+        group_mass::select_host(mass.data(), forced.data(), n, tf, min_count, sel.data());
     std::uint64_t total = 0, have = 0, lightest = ~std::uint64_t{0};
     int count = 0, candidates = 0;
     for (int kb = 0; kb < n; ++kb) {

@@ -133,9 +133,9 @@ Options parse(Args& a) {
   o.path = a.str("path", o.path);
   if (a.flag("paper")) o.fp = FlashPrefillParams::paper();
   {
-    const std::string sel = a.str("selection", o.fp.selection == FlashPrefillSelection::group_mass
-                                                   ? "group_mass"
-                                                   : "row_threshold");
+    const std::string sel =
+        a.str("selection",
+              o.fp.selection == FlashPrefillSelection::group_mass ? "group_mass" : "row_threshold");
     if (sel == "group_mass") {
       o.fp.selection = FlashPrefillSelection::group_mass;
     } else if (sel == "row_threshold") {
@@ -773,14 +773,12 @@ void dispatch(const Options& o, auto&& fn) {
 
 std::string mask_description(const Options& o) {
   if (o.mask == "flash_prefill" || o.mask == "quest") {
-    const std::string sel =
-        o.fp.selection == FlashPrefillSelection::group_mass
-            ? detail::cat("group_mass ", o.fp.group_mass)
-            : detail::cat("row_threshold alpha ", o.fp.alpha);
+    const std::string sel = o.fp.selection == FlashPrefillSelection::group_mass
+                                ? detail::cat("group_mass ", o.fp.group_mass)
+                                : detail::cat("row_threshold alpha ", o.fp.alpha);
     return detail::cat(o.mask, " (", sel, ", sharpness ", o.fp.sharpness, ", sink ",
-                       o.fp.sink_blocks, ", window ",
-                       o.fp.window_blocks, ", last_full ", o.fp.last_full_blocks, ", min_budget ",
-                       o.fp.min_budget, ")");
+                       o.fp.sink_blocks, ", window ", o.fp.window_blocks, ", last_full ",
+                       o.fp.last_full_blocks, ", min_budget ", o.fp.min_budget, ")");
   }
   if (o.mask == "sink_local")
     return detail::cat("sink_local (sink ", o.fp.sink_blocks, ", window ", o.fp.window_blocks, ")");

@@ -18,7 +18,9 @@ COMPACT_DEVICE void cp_async_16(void* dst, const void* src, bool valid) {
 }
 
 /// Closes the current group of cp.async operations.
-COMPACT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+COMPACT_DEVICE void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 
 /// Waits until at most `kPending` committed groups are still in flight (this thread's copies).
 template <int kPending>

@@ -20,12 +20,12 @@ struct ChunkBatch {
   /// Optional [num_seqs]: nonzero where this chunk ends the sequence's prompt (mask sources may
   /// apply final-chunk rules there). Null: no chunk is final.
   const std::int32_t* final_chunk = nullptr;
-  int num_seqs = 0;                ///< B, at most PlanLimits::max_batch.
+  int num_seqs = 0;  ///< B, at most PlanLimits::max_batch.
   /// cu_seqlens_q[num_seqs], or an upper bound of it (kernels read the exact count on the
   /// device, so one CUDA graph can serve steps of different sizes); at most the limits' bound.
   /// The output must have room for total_q rows.
   int total_q = 0;
-  std::int64_t q_stride = 0;       ///< Elements between consecutive tokens; 0 means Hq * D.
+  std::int64_t q_stride = 0;  ///< Elements between consecutive tokens; 0 means Hq * D.
   /// Optional host copies of cu_seqlens_q / kv_lens for device batches: when given, plan()
   /// validates every length on the host without synchronizing. Ignored for host batches.
   const std::int32_t* host_cu_seqlens_q = nullptr;
@@ -34,11 +34,11 @@ struct ChunkBatch {
 
 /// Where the attention result goes.
 struct AttentionOutput {
-  void* o = nullptr;           ///< [total_q][Hq][D] in the config's dtype, token stride o_stride.
+  void* o = nullptr;  ///< [total_q][Hq][D] in the config's dtype, token stride o_stride.
   /// Optional [total_q][Hq]: natural-log sum of exp(scale * q.k) over the keys attended, -inf for
   /// a row that attends to nothing (its output row is zero).
   float* lse = nullptr;
-  std::int64_t o_stride = 0;   ///< Elements between consecutive tokens; 0 means Hq * D.
+  std::int64_t o_stride = 0;  ///< Elements between consecutive tokens; 0 means Hq * D.
 };
 
 /// What one sequence of a batch looks like, derived from the length arrays (host or device).

@@ -18,7 +18,7 @@ namespace detail {
 
 /// The first violation found on the device: what, where, and the offending value.
 struct DeviceValidationRecord {
-  int code;   // 0: none; see describe() for the others
+  int code;  // 0: none; see describe() for the others
   int seq;
   int index;
   int value;
@@ -99,19 +99,19 @@ inline void validate_on_device(const AttentionConfig& c, const PlanLimits& l,
       fail("batch.cu_seqlens_q[0] (device)", h.value, "0");
     case detail::kBadTotal:
       fail("batch.cu_seqlens_q[num_seqs] (device)", h.value,
-              cat("<= batch.total_q (", batch.total_q, ")"));
+           cat("<= batch.total_q (", batch.total_q, ")"));
     case detail::kBadChunkLength:
       fail(cat("chunk length n_b of sequence ", h.seq, " (device)"), h.value,
-              cat("in [0, limits.max_chunk = ", l.max_chunk, "]"));
+           cat("in [0, limits.max_chunk = ", l.max_chunk, "]"));
     case detail::kKvShorterThanChunk:
       fail(cat("batch.kv_lens[", h.seq, "] (device)"), h.value,
-              "at least the sequence's chunk length n_b");
+           "at least the sequence's chunk length n_b");
     case detail::kKvTooLong:
       fail(cat("batch.kv_lens[", h.seq, "] (device)"), h.value,
-              cat("at most limits.max_kv_len = ", l.max_kv_len));
+           cat("at most limits.max_kv_len = ", l.max_kv_len));
     default:
       fail(cat("cache.page_table[", h.seq, "][", h.index, "] (device)"), h.value,
-              cat("a page id in [0, cache.num_pages = ", cache.num_pages, ")"));
+           cat("a page id in [0, cache.num_pages = ", cache.num_pages, ")"));
   }
 }
 

@@ -47,19 +47,19 @@ struct KeySummaries {
 /// Sequence b owns logical pages page_table[b * page_table_stride + i] for
 /// i < ceil(L_b / page_size), in order; pages may be shared between sequences.
 struct PagedKV {
-  void* k_pages = nullptr;          ///< K pool.
-  void* v_pages = nullptr;          ///< V pool.
-  int num_pages = 0;                ///< Pages in each pool; page ids are in [0, num_pages).
-  int page_size = 0;                ///< Tokens per page; must equal AttentionConfig::page_size.
-  int num_kv_heads = 0;             ///< Must equal AttentionConfig::num_kv_heads.
-  int head_dim = 0;                 ///< Must equal AttentionConfig::head_dim.
-  std::int64_t page_stride = 0;     ///< Elements between pages; 0 means page_size * Hkv * D.
+  void* k_pages = nullptr;       ///< K pool.
+  void* v_pages = nullptr;       ///< V pool.
+  int num_pages = 0;             ///< Pages in each pool; page ids are in [0, num_pages).
+  int page_size = 0;             ///< Tokens per page; must equal AttentionConfig::page_size.
+  int num_kv_heads = 0;          ///< Must equal AttentionConfig::num_kv_heads.
+  int head_dim = 0;              ///< Must equal AttentionConfig::head_dim.
+  std::int64_t page_stride = 0;  ///< Elements between pages; 0 means page_size * Hkv * D.
   const std::int32_t* page_table = nullptr;  ///< [num_seqs][page_table_stride].
-  int page_table_stride = 0;        ///< Entries per page-table row (>= pages of the longest seq).
+  int page_table_stride = 0;  ///< Entries per page-table row (>= pages of the longest seq).
   /// Optional host copy of page_table for device caches: when given, plan() checks every page id
   /// of every sequence on the host. Ignored for host caches.
   const std::int32_t* host_page_table = nullptr;
-  KeySummaries summaries{};         ///< Optional; required by summary-based mask sources.
+  KeySummaries summaries{};  ///< Optional; required by summary-based mask sources.
 
   /// Resolved element stride between pages.
   COMPACT_HOST_DEVICE std::int64_t resolved_page_stride() const {

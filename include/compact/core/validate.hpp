@@ -31,8 +31,8 @@ inline void validate_batch(const AttentionConfig& c, const PlanLimits& l, const 
                            Space space) {
   require(batch.num_seqs >= 1 && batch.num_seqs <= l.max_batch, "batch.num_seqs", batch.num_seqs,
           detail::cat("in [1, limits.max_batch = ", l.max_batch, "]"));
-  require(batch.total_q >= 0 && batch.total_q <= l.total_q_bound(), "batch.total_q",
-          batch.total_q, detail::cat("in [0, ", l.total_q_bound(), "] (the limits' query bound)"));
+  require(batch.total_q >= 0 && batch.total_q <= l.total_q_bound(), "batch.total_q", batch.total_q,
+          detail::cat("in [0, ", l.total_q_bound(), "] (the limits' query bound)"));
   if (batch.total_q > 0) require_aligned(batch.q, kTensorAlignment, "batch.q");
   require_not_null(batch.cu_seqlens_q, "batch.cu_seqlens_q");
   require_not_null(batch.kv_lens, "batch.kv_lens");
@@ -43,8 +43,8 @@ inline void validate_batch(const AttentionConfig& c, const PlanLimits& l, const 
   const std::int32_t* kv = space == Space::host ? batch.kv_lens : batch.host_kv_lens;
   if (cu != nullptr) {
     require(cu[0] == 0, "batch.cu_seqlens_q[0]", cu[0], "0");
-    require(cu[batch.num_seqs] <= batch.total_q, "batch.cu_seqlens_q[num_seqs]",
-            cu[batch.num_seqs], detail::cat("<= batch.total_q (", batch.total_q, ")"));
+    require(cu[batch.num_seqs] <= batch.total_q, "batch.cu_seqlens_q[num_seqs]", cu[batch.num_seqs],
+            detail::cat("<= batch.total_q (", batch.total_q, ")"));
     for (int b = 0; b < batch.num_seqs; ++b) {
       const int n = cu[b + 1] - cu[b];
       require(n >= 0 && n <= l.max_chunk, detail::cat("chunk length n_b of sequence ", b), n,
@@ -104,8 +104,7 @@ inline void validate_cache(const AttentionConfig& c, const PlanLimits& l, const 
 inline void validate_output(const AttentionConfig& c, const ChunkBatch& batch,
                             const AttentionOutput& out) {
   if (batch.total_q > 0) require_aligned(out.o, kTensorAlignment, "out.o");
-  detail::check_row_stride(out.o_stride, std::int64_t{c.num_q_heads} * c.head_dim,
-                           "out.o_stride");
+  detail::check_row_stride(out.o_stride, std::int64_t{c.num_q_heads} * c.head_dim, "out.o_stride");
 }
 
 }  // namespace compact

@@ -193,8 +193,8 @@ struct Scratch {
   std::uint32_t* score_f = nullptr;  ///< Same shape: fixed-point sums, then the block scores.
   /// [max_batch][Hkv][kv_pad] group_mass selection: summed row shares of each KV block.
   std::uint64_t* group_mass = nullptr;
-  int kv_pad = 0;                    ///< KV blocks per scratch row (multiple of kTileKeys).
-  std::int64_t kq_array_elems = 0;   ///< Elements of one quantized summary array.
+  int kv_pad = 0;                   ///< KV blocks per scratch row (multiple of kTileKeys).
+  std::int64_t kq_array_elems = 0;  ///< Elements of one quantized summary array.
   std::size_t bytes = 0;
 
   static Scratch carve(const AttentionConfig& c, const PlanLimits& l, bool bound, void* base,
@@ -386,8 +386,8 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
     }
     const std::uint32_t tau = group_mass::tau_fixed(p.group_mass);
     for (int kvh = 0; kvh < hkv; ++kvh) {
-      group_mass::select_host(&mass[static_cast<std::size_t>(kvh) * n_kb], forced.data(), n_kb,
-                              tau, p.min_budget, selected.data());
+      group_mass::select_host(&mass[static_cast<std::size_t>(kvh) * n_kb], forced.data(), n_kb, tau,
+                              p.min_budget, selected.data());
       for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
         for (int qb = 0; qb < n_qb; ++qb) {
           const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
@@ -985,8 +985,8 @@ __global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParam
     forced[w] = word;
   }
   __syncthreads();
-  Select(tmp).run(p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad,
-                  forced, n_kb, p.tau_fix, p.fp.min_budget, selected);
+  Select(tmp).run(p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad, forced,
+                  n_kb, p.tau_fix, p.fp.min_budget, selected);
   const int lane = threadIdx.x & 31;
   for (int r = threadIdx.x >> 5; r < G * n_qb; r += kThreads / 32) {
     const int h = kvh * G + r / n_qb, qb = r % n_qb;
@@ -1080,8 +1080,9 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 /// the device mask equals build_host() bit for bit, with no tolerance and no tie ambiguity.
 ///
 /// GQA: the device kernel packs heads of a GQA group (up to 8 heads and 512 rows, 256 for Quest:
-/// all 4 heads of a TP2 group at Bq = 128) against each summary tile held in shared memory; scores and mask rows stay per head, so the mask equals
-/// the per-head computation and any union of it is the explicit union.
+/// all 4 heads of a TP2 group at Bq = 128) against each summary tile held in shared memory; scores
+/// and mask rows stay per head, so the mask equals the per-head computation and any union of it is
+/// the explicit union.
 ///
 /// Device build: a quantization pass over the summaries, then one CTA per (sequence, KV head,
 /// head chunk, query block) of the limits' layout: mma.sync m16n8k16 over 32-key tiles
@@ -1164,7 +1165,8 @@ struct FlashPrefillMask {
       require(smem <= 48 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
               "at most 196608 KV blocks (max_kv_len / block_k) for the group_mass selection");
       flash_prefill::group_select_kernel<flash_prefill::kSelectThreads>
-          <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem, stream>>>(gp);
+          <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem, stream>>>(
+              gp);
       COMPACT_CHECK_LAUNCH("flash_prefill group_select_kernel");
     }
   }

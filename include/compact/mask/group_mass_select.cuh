@@ -113,8 +113,10 @@ struct BlockMassSelect {
 
   /// Maximum over the CTA, returned to every thread.
   __device__ unsigned long long max(unsigned long long v) {
-    const unsigned long long s = Sum(tmp.reduce).Reduce(
-        v, [](unsigned long long a, unsigned long long b) { return a > b ? a : b; });
+    const unsigned long long s =
+        Sum(tmp.reduce).Reduce(v, [](unsigned long long a, unsigned long long b) {
+          return a > b ? a : b;
+        });
     if (threadIdx.x == 0) tmp.result = s;
     __syncthreads();
     const unsigned long long r = tmp.result;
@@ -166,8 +168,8 @@ struct BlockMassSelect {
       std::uint64_t v = 0;
       for (int bit = 63 - __clzll(static_cast<long long>(cand_max)); bit >= 0; --bit) {
         const std::uint64_t c = v | (std::uint64_t{1} << bit);
-        if (over_candidates(mass, forced, n, [&](std::uint64_t a, int) { return a >= c ? a : 0; }) >=
-            need) {
+        if (over_candidates(mass, forced, n,
+                            [&](std::uint64_t a, int) { return a >= c ? a : 0; }) >= need) {
           v = c;
         }
       }
@@ -192,8 +194,8 @@ struct BlockMassSelect {
         w = c;
       }
     }
-    const int gt = static_cast<int>(
-        over_candidates(mass, forced, n, [&](std::uint64_t a, int) { return a > w ? 1ull : 0ull; }));
+    const int gt = static_cast<int>(over_candidates(
+        mass, forced, n, [&](std::uint64_t a, int) { return a > w ? 1ull : 0ull; }));
     const int ties = take - gt;  // >= 1
     int u = 0;                   // the largest kb with count(a == w, kb' < kb) < ties
     for (int bit = 31 - __clz(max_of(n - 1, 1)); bit >= 0; --bit) {

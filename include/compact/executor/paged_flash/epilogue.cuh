@@ -20,8 +20,7 @@ struct Epilogue {
   /// Final output: normalized O rounded to T, staged through shared memory (the Q tile's space,
   /// free once the mainloop is done) so that global stores are whole 16-byte row chunks.
   static __device__ __forceinline__ void store(const Params& p, Acc& acc, const RowMap& rows,
-                                               int q_begin, int m0, T* smem, int warp,
-                                               int lane) {
+                                               int q_begin, int m0, T* smem, int warp, int lane) {
     float inv[kM][2], lse[kM][2];
     acc.finish(inv, lse);
     const int rows_total = rows.rows();
@@ -62,8 +61,8 @@ struct Epilogue {
       if (m0 + r >= rows_total) continue;
       T* dst = out + (q_begin + rows.token(m0 + r)) * p.o_stride +
                static_cast<std::int64_t>(rows.head(m0 + r)) * Traits::kD + chunk * 8;
-      *reinterpret_cast<uint4*>(dst) =
-          *reinterpret_cast<const uint4*>(smem + Traits::template swizzle<Traits::kBlockM>(r, chunk) * 8);
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(
+          smem + Traits::template swizzle<Traits::kBlockM>(r, chunk) * 8);
     }
   }
 
@@ -80,14 +79,14 @@ struct Epilogue {
       for (int h = 0; h < 2; ++h) {
         const int r = m0 + Acc::atom_row(warp, a) + (lane >> 2) + 8 * h;
         if (r >= rows_total) continue;
-        const std::int64_t row = (split * p.part_rows + q_begin + rows.token(r)) * p.num_q_heads +
-                                 rows.head(r);
+        const std::int64_t row =
+            (split * p.part_rows + q_begin + rows.token(r)) * p.num_q_heads + rows.head(r);
         if ((lane & 3) == 0) p.part_lse[row] = lse[a][h];
         float* dst = p.part_o + row * Traits::kD + (lane & 3) * 2;
 #pragma unroll
         for (int n = 0; n < Traits::kNAtomsO; ++n) {
-          *reinterpret_cast<float2*>(dst + n * 8) =
-              make_float2(acc.o[a][4 * n + 2 * h] * inv[a][h], acc.o[a][4 * n + 2 * h + 1] * inv[a][h]);
+          *reinterpret_cast<float2*>(dst + n * 8) = make_float2(
+              acc.o[a][4 * n + 2 * h] * inv[a][h], acc.o[a][4 * n + 2 * h + 1] * inv[a][h]);
         }
       }
     }

@@ -46,7 +46,8 @@ struct KvGather {
     const int pos = pos0 + static_cast<int>(threadIdx.x);
     if (threadIdx.x >= Traits::kBlockN || pos >= kv_len) return -1;
     const std::int32_t page = __ldg(p.page_table + b * p.page_table_stride + (pos >> p.page_shift));
-    return page * p.page_stride + static_cast<std::int64_t>(pos & (p.page_size - 1)) * p.token_stride;
+    return page * p.page_stride +
+           static_cast<std::int64_t>(pos & (p.page_size - 1)) * p.token_stride;
   }
 
   /// Publishes a lookup() result into the tile's offset array (visible after the next barrier).

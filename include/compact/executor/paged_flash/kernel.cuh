@@ -42,9 +42,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   constexpr int kBlockN = Traits::kBlockN;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Swizzle atoms (and wgmma descriptors) need 1024-byte-aligned tiles.
-  T* smem_q = reinterpret_cast<T*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + Traits::kSmemAlign - 1) &
-      ~static_cast<std::uintptr_t>(Traits::kSmemAlign - 1));
+  T* smem_q =
+      reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(smem_raw) + Traits::kSmemAlign - 1) &
+                           ~static_cast<std::uintptr_t>(Traits::kSmemAlign - 1));
   T* smem_kv = smem_q + Traits::kQChunks * 8;
   auto smem_k = [&](int stage) { return smem_kv + stage * 2 * Traits::kKvChunks * 8; };
   auto smem_v = [&](int stage) { return smem_k(stage) + Traits::kKvChunks * 8; };
@@ -66,10 +66,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   // This CTA's KV tiles: the table's, cut to its split, then to the causal horizon of its rows.
   const int e0 = p.indptr[w.table];
   const int entries = p.indptr[w.table + 1] - e0;
-  const int num_tiles =
-      entries == 0 ? 0
-                   : ((entries - 1) << p.tiles_per_entry_shift) +
-                         ceil_div(p.last_block_tokens[w.table], kBlockN);
+  const int num_tiles = entries == 0 ? 0
+                                     : ((entries - 1) << p.tiles_per_entry_shift) +
+                                           ceil_div(p.last_block_tokens[w.table], kBlockN);
   const int per_split = ceil_div(num_tiles, p.num_splits);
   int j = w.split * per_split;
   int j_end = min_of(num_tiles, j + per_split);
@@ -104,7 +103,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   for (int stage = 0; j < j_end; ++j, stage ^= 1) {
     arch::cp_async_wait<1>();  // Q and K_j have landed (V_j may still be in flight)
     if constexpr (Traits::Mma::kNeedsProxyFence) arch::fence_proxy_async_smem();
-    __syncthreads();           // ... for every thread; tile j-1's buffers and pages are free
+    __syncthreads();  // ... for every thread; tile j-1's buffers and pages are free
     if (has_next) {
       const std::int64_t* offsets = smem_rows + (stage ^ 1) * kBlockN;
       Gather::issue(kvh, offsets, k_pool, smem_k(stage ^ 1));
@@ -163,7 +162,8 @@ __global__ void __launch_bounds__(256) paged_flash_merge_kernel(const __grid_con
   if (pair >= static_cast<std::int64_t>(total_q) * p.num_q_heads) return;
   const std::int64_t split_stride = p.part_rows * p.num_q_heads;
   float max_lse = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) max_lse = fmaxf(max_lse, p.part_lse[s * split_stride + pair]);
+  for (int s = 0; s < p.num_splits; ++s)
+    max_lse = fmaxf(max_lse, p.part_lse[s * split_stride + pair]);
   float acc[kPerLane] = {};
   float total = 0.0f;
   if (max_lse != -INFINITY) {

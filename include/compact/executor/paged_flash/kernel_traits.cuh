@@ -30,8 +30,8 @@ struct KernelTraits {
 
   static constexpr int kRowsPerWarp = kBlockM / kWarps;
   static constexpr int kMAtoms = kRowsPerWarp / 16;  // m16 row atoms per warp
-  static constexpr int kNAtomsS = kBlockN / 8;        // n8 column chunks of S
-  static constexpr int kNAtomsO = kD / 8;             // n8 column chunks of O
+  static constexpr int kNAtomsS = kBlockN / 8;       // n8 column chunks of S
+  static constexpr int kNAtomsO = kD / 8;            // n8 column chunks of O
 
   static constexpr int kChunksPerRow = kD * static_cast<int>(sizeof(T)) / 16;
   static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one cp.async sweep covers
@@ -41,7 +41,7 @@ struct KernelTraits {
   static constexpr int kQChunks = kBlockM * kChunksPerRow;
   static constexpr int kKvChunks = kBlockN * kChunksPerRow;
   static constexpr int kRowOffsetBytes = kStages * kBlockN * 8;  // offsets of upcoming tiles
-  static constexpr int kSmemAlign = 1024;                         // a swizzle atom
+  static constexpr int kSmemAlign = 1024;                        // a swizzle atom
   static constexpr int kSmemBytes =
       (kQChunks + 2 * kStages * kKvChunks) * 16 + kRowOffsetBytes + kSmemAlign;
 

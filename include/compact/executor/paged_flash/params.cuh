@@ -29,7 +29,7 @@ struct Params {
   std::int64_t page_stride;   // elements between pages
   std::int64_t token_stride;  // elements between tokens of a page (Hkv * D)
   int page_size;
-  int page_shift;             // log2(page_size)
+  int page_shift;  // log2(page_size)
 
   // Block tables (CSR) and their shape.
   const std::int32_t* indptr;

@@ -13,9 +13,9 @@ namespace compact::paged_flash {
 /// run side by side and stream the same K/V pages through L2 together.
 struct WorkTile {
   int table = 0;
-  int b = 0;         ///< Sequence.
-  int hg = 0;        ///< Head group: heads [hg * heads_per_table, ... + heads_per_table).
-  int qg = 0;        ///< Query-block group (0 unless tables are per query block).
+  int b = 0;   ///< Sequence.
+  int hg = 0;  ///< Head group: heads [hg * heads_per_table, ... + heads_per_table).
+  int qg = 0;  ///< Query-block group (0 unless tables are per query block).
   int m_tile = 0;
   int split = 0;
 };

@@ -207,8 +207,11 @@ def plot_breakdown(doc: dict[str, Any], out_dir: str) -> list[str]:
     fig, axes = plt.subplots(1, len(presets), figsize=(7 * len(presets), 4.8), squeeze=False)
     for ax, preset in zip(axes[0], presets):
         pr = sorted([s for s in rows if s["preset"] == preset],
-                    key=lambda s: (s["kv_len"], label_of(s, fams)))
-        labels = [f"{label_of(s, fams)}\n{_kv_label(s['kv_len'])}" for s in pr]
+                    key=lambda s: (s["kv_len"], s.get("chunk", 0), label_of(s, fams)))
+        # Name the chunk size only where the preset has several (else it is in every label).
+        chunks = {s.get("chunk") for s in pr}
+        labels = [f"{label_of(s, fams)}\n{_kv_label(s['kv_len'])}"
+                  + (f"/{s.get('chunk')}" if len(chunks) > 1 else "") for s in pr]
         sel = np.array([s["select_ms"] for s in pr], dtype=float)
         attn = np.array([s.get("attn_ms", s["ms"] - s["select_ms"]) for s in pr], dtype=float)
         total = np.array([s.get("total_ms", s["ms"]) for s in pr], dtype=float)
@@ -220,7 +223,8 @@ def plot_breakdown(doc: dict[str, Any], out_dir: str) -> list[str]:
             ax.bar(x, rest, 0.6, bottom=sel + attn, label="other", color="tab:gray")
         for xi, t in zip(x, total):
             ax.annotate(f"{t:.1f}", (xi, t), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, labels, fontsize=7, rotation=45 if len(pr) > 10 else 0,
+                      ha="right" if len(pr) > 10 else "center")
         ax.set_ylabel("ms" + (" (total_ms)" if any("total_ms" in s for s in pr) else ""))
         ax.set_title(preset)
         ax.grid(axis="y", alpha=0.3)

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# One short call: executor rows at 128K and the SDPA peers in the same run, plus the FlashPrefill GPU test.
+# The short device call behind bench/results/h100-executor.json (about 100 s on a fresh machine):
+# executor_bench's 128K rows (dense and 10% tables, TP2 and TP1, sm90 and sm80 paths) and the torch
+# SDPA flash / cuDNN peers of the same shapes in one run, plus the FlashPrefill/Quest GPU tests
+# alone. Merge afterwards with bench/merge_results.py (README "Measured on the device").
+#   OUT=out bench/device_quick.sh
 set -uo pipefail
 export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"

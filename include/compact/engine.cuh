@@ -132,12 +132,12 @@ class Engine {
   /// The tables the last plan() wrote (views into `workspace`).
   BlockTables tables_view(Workspace workspace) const { return carve(workspace).tables; }
 
-  const AttentionConfig& config() const { return config_; }
-  const PlanLimits& limits() const { return limits_; }
-  const TableShape& table_shape() const { return shape_; }
-  const Mask& mask_source() const { return mask_; }
-  const Union& union_strategy() const { return union_; }
-  const Exec& executor() const { return exec_; }
+  const AttentionConfig& config() const { return config_; }  ///< The config.
+  const PlanLimits& limits() const { return limits_; }       ///< The plan limits.
+  const TableShape& table_shape() const { return shape_; }   ///< The block tables' shape.
+  const Mask& mask_source() const { return mask_; }          ///< The mask source policy.
+  const Union& union_strategy() const { return union_; }     ///< The union strategy policy.
+  const Exec& executor() const { return exec_; }             ///< The executor policy.
 
  private:
   struct Layout {

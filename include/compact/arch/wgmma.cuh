@@ -13,8 +13,10 @@
 // wgmma exists only in the arch-specific sm_90a target; other targets compile these to traps so
 // that templates stay instantiable everywhere (the executor never launches them there).
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+/// 1 when compiling device code for sm_90a (wgmma available), else 0.
 #define COMPACT_WGMMA_ENABLED 1
 #else
+/// 1 when compiling device code for sm_90a (wgmma available), else 0.
 #define COMPACT_WGMMA_ENABLED 0
 #endif
 
@@ -43,12 +45,14 @@ COMPACT_DEVICE void wgmma_fence() {
 #endif
 }
 
+/// Commits the wgmmas issued so far as one group (a no-op off sm_90a).
 COMPACT_DEVICE void wgmma_commit() {
 #if COMPACT_WGMMA_ENABLED
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
 
+/// Waits until at most kPending committed wgmma groups are in flight (a no-op off sm_90a).
 template <int kPending>
 COMPACT_DEVICE void wgmma_wait() {
 #if COMPACT_WGMMA_ENABLED
@@ -245,7 +249,9 @@ struct Wgmma<__half, 128> {
 #else
 template <class T, int N>
 struct Wgmma {
+  /// Traps: wgmma exists only in sm_90a code.
   static COMPACT_DEVICE void ss(float (&)[N / 2], std::uint64_t, std::uint64_t, int) { __trap(); }
+  /// Traps: wgmma exists only in sm_90a code.
   static COMPACT_DEVICE void rs_tnsp_b(float (&)[N / 2], const std::uint32_t (&)[4],
                                        std::uint64_t) {
     __trap();

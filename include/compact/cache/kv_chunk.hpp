@@ -19,7 +19,7 @@ struct KvChunk {
   const void* k = nullptr;                   ///< [total][Hkv][D], token stride k_stride.
   const void* v = nullptr;                   ///< [total][Hkv][D], token stride v_stride.
   const std::int32_t* cu_seqlens = nullptr;  ///< [num_seqs + 1], cu_seqlens[0] == 0.
-  const std::int32_t* kv_lens = nullptr;     ///< [num_seqs]: L_b after the append.
+  const std::int32_t* kv_lens = nullptr;     ///< L_b after the append, [num_seqs].
   int num_seqs = 0;                          ///< B, at most PlanLimits::max_batch.
   /// cu_seqlens[num_seqs] or an upper bound of it (as ChunkBatch::total_q; kernels read the
   /// exact lengths on the device).
@@ -29,7 +29,7 @@ struct KvChunk {
   /// Optional host copies of cu_seqlens / kv_lens for device chunks: when given, every length is
   /// validated on the host (no synchronization). Ignored by append_kv_host.
   const std::int32_t* host_cu_seqlens = nullptr;
-  const std::int32_t* host_kv_lens = nullptr;
+  const std::int32_t* host_kv_lens = nullptr;  ///< Optional host copy of kv_lens (see above).
 
   /// The chunk whose lengths are those of `batch` (the usual case: append the step's K/V, then
   /// plan and run the same batch).

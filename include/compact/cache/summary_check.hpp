@@ -14,9 +14,9 @@ namespace compact {
 
 /// Which summary arrays a consumer needs.
 struct SummaryNeeds {
-  bool mean_k = false;
-  bool min_max_k = false;
-  bool mean_v = false;
+  bool mean_k = false;     ///< KeySummaries::mean_k.
+  bool min_max_k = false;  ///< KeySummaries::min_k and max_k.
+  bool mean_v = false;     ///< KeySummaries::mean_v.
 };
 
 /// Checks the summaries `who` needs (compact::Error names the field): the needed arrays exist and

@@ -18,11 +18,11 @@ namespace compact {
 /// hold blocks kb < ceil(L_b/Bk) of every sequence b < num_seqs; consumers ignore everything
 /// else, so stale bits there are harmless.
 struct BlockMask {
-  std::uint32_t* bits = nullptr;
-  int max_batch = 0;      ///< Sequences the buffer holds.
-  int num_heads = 0;      ///< Hq.
-  int max_q_blocks = 0;   ///< Rows per (sequence, head).
-  int words_per_row = 0;  ///< Words per row.
+  std::uint32_t* bits = nullptr;  ///< num_words() words, rows laid out by row_offset().
+  int max_batch = 0;              ///< Sequences the buffer holds.
+  int num_heads = 0;              ///< Hq.
+  int max_q_blocks = 0;           ///< Rows per (sequence, head).
+  int words_per_row = 0;          ///< Words per row.
 
   /// The layout for a config and limits (bits left null).
   static BlockMask shape_for(const AttentionConfig& c, const PlanLimits& l) {
@@ -42,9 +42,11 @@ struct BlockMask {
   COMPACT_HOST_DEVICE std::size_t row_offset(int b, int h, int qb) const {
     return ((static_cast<std::size_t>(b) * num_heads + h) * max_q_blocks + qb) * words_per_row;
   }
+  /// First word of row (b, h, qb).
   COMPACT_HOST_DEVICE std::uint32_t* row(int b, int h, int qb) const {
     return bits + row_offset(b, h, qb);
   }
+  /// Whether KV block kb of row (b, h, qb) is selected.
   COMPACT_HOST_DEVICE bool test(int b, int h, int qb, int kb) const {
     return (row(b, h, qb)[kb >> 5] >> (kb & 31)) & 1u;
   }

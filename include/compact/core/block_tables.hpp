@@ -43,11 +43,15 @@ struct TableShape {
     s.max_entries = g.max_table_blocks;
     return s;
   }
+  /// Tables per sequence: head groups x query-block groups.
   COMPACT_HOST_DEVICE int tables_per_seq() const { return head_groups * q_groups; }
+  /// Tables of the whole layout (max_batch sequences).
   COMPACT_HOST_DEVICE int num_tables() const { return max_batch * tables_per_seq(); }
+  /// Entries of all tables together: the size of the indices buffer.
   COMPACT_HOST_DEVICE std::size_t capacity() const {
     return static_cast<std::size_t>(num_tables()) * max_entries;
   }
+  /// Index of table (sequence b, head group hg, query-block group qg).
   COMPACT_HOST_DEVICE int table_index(int b, int hg, int qg) const {
     return (b * head_groups + hg) * q_groups + qg;
   }
@@ -65,10 +69,10 @@ struct TableShape {
 ///
 /// indptr has shape.num_tables() + 1 entries; tables of sequences >= num_seqs are empty.
 struct BlockTables {
-  TableShape shape{};
-  std::int32_t* indptr = nullptr;
-  std::int32_t* indices = nullptr;
-  std::int32_t* last_block_tokens = nullptr;
+  TableShape shape{};                         ///< Which rows share each table.
+  std::int32_t* indptr = nullptr;             ///< [num_tables() + 1] CSR offsets.
+  std::int32_t* indices = nullptr;            ///< [capacity()] logical table-block ids.
+  std::int32_t* last_block_tokens = nullptr;  ///< [num_tables()] valid tokens of the last entry.
 };
 
 }  // namespace compact

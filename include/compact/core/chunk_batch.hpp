@@ -16,7 +16,7 @@ namespace compact {
 struct ChunkBatch {
   const void* q = nullptr;                     ///< [total_q][Hq][D], token stride q_stride.
   const std::int32_t* cu_seqlens_q = nullptr;  ///< [num_seqs + 1], cu_seqlens_q[0] == 0.
-  const std::int32_t* kv_lens = nullptr;       ///< [num_seqs]: L_b.
+  const std::int32_t* kv_lens = nullptr;       ///< L_b, [num_seqs].
   /// Optional [num_seqs]: nonzero where this chunk ends the sequence's prompt (mask sources may
   /// apply final-chunk rules there). Null: no chunk is final.
   const std::int32_t* final_chunk = nullptr;
@@ -29,7 +29,7 @@ struct ChunkBatch {
   /// Optional host copies of cu_seqlens_q / kv_lens for device batches: when given, plan()
   /// validates every length on the host without synchronizing. Ignored for host batches.
   const std::int32_t* host_cu_seqlens_q = nullptr;
-  const std::int32_t* host_kv_lens = nullptr;
+  const std::int32_t* host_kv_lens = nullptr;  ///< Optional host copy of kv_lens (see above).
 };
 
 /// Where the attention result goes.

@@ -47,6 +47,7 @@ struct Geometry {
   int table_block_tokens = 0;  ///< Tokens per block-table entry.
   int max_table_blocks = 0;    ///< Table entries a sequence of max_kv_len can have.
 
+  /// The geometry of a config and limits.
   static Geometry of(const AttentionConfig& c, const PlanLimits& l) {
     Geometry g;
     g.max_q_blocks = ceil_div(l.max_chunk, c.block_q);

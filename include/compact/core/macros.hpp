@@ -20,11 +20,12 @@ COMPACT_HOST_DEVICE constexpr T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
-/// Minimum and maximum usable in device code without <algorithm>.
+/// Minimum and maximum usable in device code without `<algorithm>`.
 template <class T>
 COMPACT_HOST_DEVICE constexpr T min_of(T a, T b) {
   return a < b ? a : b;
 }
+/// Larger of a and b (see min_of).
 template <class T>
 COMPACT_HOST_DEVICE constexpr T max_of(T a, T b) {
   return a < b ? b : a;

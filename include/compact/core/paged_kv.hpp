@@ -33,6 +33,7 @@ struct KeySummaries {
   /// on the host before a kernel uses it. Ignored for host caches.
   const std::int32_t* host_slot_of_seq = nullptr;
 
+  /// Summary slot of sequence b: slot_of_seq[b], or b when slot_of_seq is null.
   COMPACT_HOST_DEVICE int slot(int b) const { return slot_of_seq ? slot_of_seq[b] : b; }
   /// Element offset of (slot, block kb, KV head h, channel 0) in any of the arrays.
   COMPACT_HOST_DEVICE std::int64_t offset(int slot_id, int kb, int h, int num_kv_heads,

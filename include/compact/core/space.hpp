@@ -8,6 +8,7 @@ namespace compact {
 /// the calling thread; a device policy gets device pointers and enqueues work on a stream.
 enum class Space { host, device };
 
+/// Name of a space, for messages.
 constexpr const char* to_string(Space s) { return s == Space::host ? "host" : "device"; }
 
 }  // namespace compact

@@ -13,8 +13,8 @@ namespace compact {
 /// never allocates: ask an Engine for workspace_bytes() once, allocate, and pass the same
 /// workspace to plan() and run().
 struct Workspace {
-  void* data = nullptr;
-  std::size_t bytes = 0;
+  void* data = nullptr;   ///< Start of the memory.
+  std::size_t bytes = 0;  ///< Size of the memory.
 };
 
 /// Every carved region starts on this boundary (enough for vector loads and CUB).
@@ -24,6 +24,7 @@ inline constexpr std::size_t kWorkspaceAlignment = 256;
 /// run the same code and cannot disagree.
 class WorkspaceCarver {
  public:
+  /// Carves [base, base + bytes); a null base only measures.
   explicit WorkspaceCarver(void* base = nullptr, std::size_t bytes = 0)
       : base_(static_cast<std::byte*>(base)), bytes_(bytes) {}
 
@@ -43,6 +44,7 @@ class WorkspaceCarver {
   }
   /// Hands the rest of the workspace to a sub-component as its own Workspace.
   Workspace take_workspace(std::size_t bytes) { return Workspace{take_bytes(bytes), bytes}; }
+  /// Bytes reserved so far, padding included.
   std::size_t used() const { return used_; }
 
  private:

@@ -16,6 +16,7 @@ namespace compact {
 /// row tile.
 template <class Tuning = PagedFlashTuning>
 struct BlockSparseExecutor : PagedFlashExecutor<Tuning> {
+  /// Checks the table shape and Bq, then configures the paged-flash executor.
   void configure(const AttentionConfig& c, const PlanLimits& l, const TableShape& shape) {
     require(shape.per_q_block && shape.heads_per_table == 1, "table_shape()",
             detail::cat("heads_per_table ", shape.heads_per_table,

@@ -26,8 +26,10 @@ struct PagedFlashTuning {
   static constexpr bool kEnableHeadDim64 = true;  ///< Instantiate head-dim-64 kernels.
   /// Use the wgmma kernels on sm90 GPUs when the binary has sm_90a code (else mma.sync).
   static constexpr bool kEnableSm90 = true;
+  /// Tile shape of the mma.sync kernels per head dim.
   template <int kHeadDim>
   using Sm80Shape = paged_flash::Sm80TileShape<kHeadDim>;
+  /// Tile shape of the wgmma kernels per head dim.
   template <int kHeadDim>
   using Sm90Shape = paged_flash::Sm90TileShape<kHeadDim>;
 };
@@ -50,7 +52,7 @@ struct PagedFlashTuning {
 /// warpgroup MMAs with operands in shared memory (sm90a), picked in configure().
 template <class Tuning = PagedFlashTuning>
 struct PagedFlashExecutor {
-  static constexpr Space space = Space::device;
+  static constexpr Space space = Space::device;  ///< Every pointer is device memory.
 
   /// Force a split count (0: the heuristic of paged_flash/tile_sizes.hpp). For tests and
   /// experiments; set before the Engine configures the executor.

@@ -13,7 +13,8 @@ namespace compact {
 /// The truth for tests: each row attends, in double precision, to exactly the keys its table
 /// selects (bottom-right causal). Host memory only; the stream is ignored.
 struct ReferenceExecutor {
-  static constexpr Space space = Space::host;
+  static constexpr Space space = Space::host;  ///< Every pointer is host memory.
+  /// Computes the attention of `a` into `a.out`.
   void run(const ExecArgs& a, cudaStream_t /*stream*/) const {
     reference::attention(a.config, a.batch, a.cache, a.out, &a.tables);
   }

@@ -162,11 +162,11 @@ COMPACT_HOST_DEVICE inline float ordered_max(float a, float b) {
 /// (p(0) = 1 exactly; relative error below 2e-7; fitted for this library). p(f) < 2 for every
 /// float f in [0, 1) (checked exhaustively), so p(f) * 2^23 is an integer in [2^23, 2^24).
 inline constexpr float kExp2P5 = 1.858732430e-03f;
-inline constexpr float kExp2P4 = 9.031213820e-03f;
-inline constexpr float kExp2P3 = 5.579370633e-02f;
-inline constexpr float kExp2P2 = 2.401643842e-01f;
-inline constexpr float kExp2P1 = 6.931515932e-01f;
-inline constexpr float kExp2P0 = 1.0f;
+inline constexpr float kExp2P4 = 9.031213820e-03f;  ///< Coefficient of f^4.
+inline constexpr float kExp2P3 = 5.579370633e-02f;  ///< Coefficient of f^3.
+inline constexpr float kExp2P2 = 2.401643842e-01f;  ///< Coefficient of f^2.
+inline constexpr float kExp2P1 = 6.931515932e-01f;  ///< Coefficient of f.
+inline constexpr float kExp2P0 = 1.0f;              ///< Constant term: p(0) = 1.
 
 /// 2^x for x <= 0, the same bits on host and device: 0 below -64 (and for -inf or NaN), else
 /// p(f) * 2^n with n = floor(x), f = x - n and p the degree-5 polynomial kExp2P* evaluated by

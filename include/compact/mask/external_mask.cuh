@@ -23,7 +23,7 @@ namespace compact {
 /// qb < ceil(n_b / Bq) and the words holding kb < ceil(L_b / Bk) of sequences b < num_seqs are
 /// read; bits for blocks past a row's last causal block are ignored.
 struct ExternalMaskSource {
-  BlockMask mask{};
+  BlockMask mask{};             ///< The caller's mask (layout and bits).
   Space space = Space::device;  ///< Space::host bits may be pinned (asynchronous copy) or not.
 };
 
@@ -79,9 +79,10 @@ __global__ void copy_kernel(MaskArgs a, BlockMask src) {
 /// the call wait for the staging copy, never for the stream), which requires its layout to fit
 /// the engine's own mask layout (BlockMask::shape_for(config, limits)).
 struct ExternalMask {
-  const ExternalMaskSource* source = nullptr;
+  const ExternalMaskSource* source = nullptr;  ///< The caller-owned source, read at every build.
 
-  ExternalMask() = default;
+  ExternalMask() = default;  ///< No source: set `source` before the engine uses the mask.
+  /// A mask that reads `src`.
   explicit ExternalMask(const ExternalMaskSource* src) : source(src) {}
 
   /// Staging room for host sources in device builds: one mask of the engine's layout.
@@ -89,6 +90,7 @@ struct ExternalMask {
     return BlockMask::shape_for(c, l).num_words() * sizeof(std::uint32_t);
   }
 
+  /// Host build: copies the source rows, enforcing the chunk's causal blocks.
   void build_host(const MaskArgs& a) const {
     const BlockMask& src = check(a);
     require(source->space == Space::host, "ExternalMask source.space", to_string(source->space),
@@ -107,6 +109,7 @@ struct ExternalMask {
     }
   }
 
+  /// Device build: stages a host source in the scratch if needed, then one enforcing kernel.
   void build_device(const MaskArgs& a, cudaStream_t stream) const {
     BlockMask src = check(a);
     if (source->space == Space::host) {

@@ -112,7 +112,9 @@ struct FlashPrefillParams {
 
 /// Block logit of FlashPrefill: query row . mean key of the block (reads KeySummaries::mean_k).
 struct MeanKeyScore {
+  /// Scores against the mean key: one summary array.
   static constexpr bool kBound = false;
+  /// Mask name used in error messages.
   static constexpr const char* kName = "FlashPrefillMask";
 };
 
@@ -120,7 +122,9 @@ struct MeanKeyScore {
 /// keys of the block (reads KeySummaries::min_k and max_k). A single-token spike is never
 /// diluted, unlike the mean.
 struct QuestBoundScore {
+  /// Scores against the min/max bound: two summary arrays.
   static constexpr bool kBound = true;
+  /// Mask name used in error messages.
   static constexpr const char* kName = "QuestMask";
 };
 
@@ -195,8 +199,9 @@ struct Scratch {
   std::uint64_t* group_mass = nullptr;
   int kv_pad = 0;                   ///< KV blocks per scratch row (multiple of kTileKeys).
   std::int64_t kq_array_elems = 0;  ///< Elements of one quantized summary array.
-  std::size_t bytes = 0;
+  std::size_t bytes = 0;            ///< Bytes carved from the workspace.
 
+  /// Lays the scratch out in [base, base + bytes); `bound`: two summary arrays (QuestBoundScore).
   static Scratch carve(const AttentionConfig& c, const PlanLimits& l, bool bound, void* base,
                        std::size_t bytes) {
     const Geometry g = Geometry::of(c, l);
@@ -461,35 +466,41 @@ __global__ void __launch_bounds__(256)
 /// Warps and m16 row atoms per warp of the scoring kernel.
 template <int kWarps_, int kAtoms_>
 struct CtaShape {
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kAtoms = kAtoms_;
+  static constexpr int kWarps = kWarps_;  ///< Warps per CTA.
+  static constexpr int kAtoms = kAtoms_;  ///< m16 row atoms per warp.
 };
 
 /// Compile-time geometry of the scoring kernel.
 template <class T, int kD_, class Shape, bool kBound_>
 struct Traits {
-  using Element = T;
-  static constexpr bool kBound = kBound_;
-  static constexpr int kD = kD_;
-  static constexpr int kWarps = Shape::kWarps;
-  static constexpr int kAtoms = Shape::kAtoms;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kRows = kWarps * 16 * kAtoms;  // packed (head, token) rows per CTA
-  static constexpr int kN = kTileKeys;
-  static constexpr int kNAtoms = kN / 8;
-  static constexpr int kKSteps = kD / 16;
-  static constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  static constexpr int kArrays = kBound ? 2 : 1;
-  static constexpr int kMaxHeads = kMaxHeadsPerCta;
+  using Element = T;                                  ///< Query element type (bf16 or fp16).
+  static constexpr bool kBound = kBound_;             ///< Score::kBound: min/max summaries.
+  static constexpr int kD = kD_;                      ///< Head dim.
+  static constexpr int kWarps = Shape::kWarps;        ///< Warps per CTA.
+  static constexpr int kAtoms = Shape::kAtoms;        ///< m16 row atoms per warp.
+  static constexpr int kThreads = kWarps * 32;        ///< Threads per CTA.
+  static constexpr int kRows = kWarps * 16 * kAtoms;  ///< Packed (head, token) rows per CTA.
+  static constexpr int kN = kTileKeys;                ///< KV blocks (summary rows) per key tile.
+  static constexpr int kNAtoms = kN / 8;              ///< n8 column chunks of a tile.
+  static constexpr int kKSteps = kD / 16;             ///< k16 steps over the head dim.
+  static constexpr int kChunks = kD / 8;              ///< 16-byte chunks per row.
+  static constexpr int kArrays = kBound ? 2 : 1;      ///< Summary arrays: mean, or min and max.
+  static constexpr int kMaxHeads = kMaxHeadsPerCta;   ///< Most heads packed into one CTA.
 
-  static constexpr int kQBytes = kRows * kD * 2;
-  static constexpr int kKArrayBytes = kN * kD * 2;
+  static constexpr int kQBytes = kRows * kD * 2;    ///< Shared bytes of the query tile.
+  static constexpr int kKArrayBytes = kN * kD * 2;  ///< Shared bytes of one summary array tile.
+  /// Shared bytes of one key stage.
   static constexpr int kKStageBytes = kArrays * kKArrayBytes;
-  static constexpr int kOffK = kQBytes;
-  static constexpr int kOffScale = kOffK + 2 * kKStageBytes;  // [2][kN] float
-  static constexpr int kOffRowT = kOffScale + 2 * kN * 4;     // [kRows] float
-  static constexpr int kOffRedMax = kOffRowT + kRows * 4;     // [2][kMaxHeads][kN] u32
+  static constexpr int kOffK = kQBytes;  ///< Offset of the two key stages.
+  /// Offset of the key scales, [2][kN] float.
+  static constexpr int kOffScale = kOffK + 2 * kKStageBytes;
+  /// Offset of the row scales, [kRows] float.
+  static constexpr int kOffRowT = kOffScale + 2 * kN * 4;
+  /// Offset of the max reduction, [2][kMaxHeads][kN] u32.
+  static constexpr int kOffRedMax = kOffRowT + kRows * 4;
+  /// Offset of the sum reduction, [2][kMaxHeads][kN] u32.
   static constexpr int kOffRedSum = kOffRedMax + 2 * kMaxHeads * kN * 4;
+  /// Dynamic shared memory per CTA.
   static constexpr int kSmemBytes = kOffRedSum + 2 * kMaxHeads * kN * 4;
 
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
@@ -507,11 +518,11 @@ struct Traits {
 
 /// Everything the scoring kernel reads besides the traits.
 struct ScoreParams {
-  AttentionConfig c;
-  ChunkBatch batch;
-  FlashPrefillParams fp;
-  Scratch scr;
-  BlockMask mask;
+  AttentionConfig c;      ///< The attention config.
+  ChunkBatch batch;       ///< The chunk's queries and sequence lengths.
+  FlashPrefillParams fp;  ///< Mask hyperparameters.
+  Scratch scr;            ///< Summaries and score scratch.
+  BlockMask mask;         ///< Output bitmap.
   float cexp = 0.0f;      ///< softmax scale * log2(e)
   int heads_per_cta = 1;  ///< hpc: heads of one GQA group packed into a CTA
   int head_chunks = 1;    ///< G / hpc
@@ -946,12 +957,12 @@ inline constexpr int kSelectThreads = 256;
 
 /// Everything group_select_kernel reads.
 struct GroupSelectParams {
-  AttentionConfig c;
-  ChunkBatch batch;
-  FlashPrefillParams fp;
-  BlockMask mask;
+  AttentionConfig c;                    ///< The attention config.
+  ChunkBatch batch;                     ///< The chunk batch being masked.
+  FlashPrefillParams fp;                ///< Mask hyperparameters.
+  BlockMask mask;                       ///< Output bitmap.
   const std::uint64_t* mass = nullptr;  ///< Scratch::group_mass
-  int kv_pad = 0;
+  int kv_pad = 0;                       ///< Scratch::kv_pad: stride of a mass row.
   std::uint32_t tau_fix = 0;  ///< group_mass::tau_fixed(fp.group_mass), computed on the host
 };
 
@@ -1091,9 +1102,10 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 /// queries, any page size (pages are never read).
 template <class Score = MeanKeyScore>
 struct FlashPrefillMask {
-  FlashPrefillParams params{};
+  FlashPrefillParams params{};  ///< Hyperparameters, validated by configure().
 
-  FlashPrefillMask() = default;
+  FlashPrefillMask() = default;  ///< Default hyperparameters.
+  /// A mask with hyperparameters `p`.
   explicit FlashPrefillMask(const FlashPrefillParams& p) : params(p) {}
 
   /// Validates the hyperparameters (compact::Error names `<mask> params.<field>`).

@@ -91,14 +91,16 @@ inline int select_host(const std::uint64_t* mass, const std::uint8_t* forced, in
 /// block-wide integer reductions replace the sort; the result is the same set.
 template <int kThreads>
 struct BlockMassSelect {
-  using Sum = cub::BlockReduce<unsigned long long, kThreads>;
+  using Sum = cub::BlockReduce<unsigned long long, kThreads>;  ///< The CTA-wide reduction.
 
+  /// Shared memory the selection needs: one per CTA, passed to the constructor.
   struct TempStorage {
-    typename Sum::TempStorage reduce;
-    unsigned long long result;
+    typename Sum::TempStorage reduce;  ///< Storage of the reduction.
+    unsigned long long result;         ///< A reduction's result, broadcast to every thread.
   };
 
-  TempStorage& tmp;
+  TempStorage& tmp;  ///< The CTA's shared storage.
+  /// A selector over shared storage `t`.
   __device__ explicit BlockMassSelect(TempStorage& t) : tmp(t) {}
 
   /// Sum over the CTA of each thread's `v`, returned to every thread.

@@ -36,11 +36,11 @@ COMPACT_HOST_DEVICE inline QueryBlockSpan query_block_span(const SeqInfo& s, int
 
 /// Everything a mask rule may look at for one mask row (b, h, qb).
 struct MaskRowContext {
-  int b = 0;
-  int h = 0;
-  int qb = 0;
-  SeqInfo seq{};
-  QueryBlockSpan span{};
+  int b = 0;                 ///< Sequence.
+  int h = 0;                 ///< Query head.
+  int qb = 0;                ///< Query block within the chunk.
+  SeqInfo seq{};             ///< Lengths of sequence b.
+  QueryBlockSpan span{};     ///< Positions and KV blocks of query block qb.
   int num_kv_blocks = 0;     ///< ceil(L_b / Bk).
   bool final_chunk = false;  ///< The caller marked this chunk as the prompt's last.
 };

@@ -20,7 +20,8 @@ namespace compact {
 /// (positive and negative parts of q against max and min keys) into one accumulator.
 /// The device kernel packs at most 256 (head, token) rows per CTA (two key tiles per stage).
 struct QuestMask : FlashPrefillMask<QuestBoundScore> {
-  QuestMask() = default;
+  QuestMask() = default;  ///< Default hyperparameters.
+  /// A mask with hyperparameters `p`.
   explicit QuestMask(const FlashPrefillParams& p) : FlashPrefillMask<QuestBoundScore>(p) {}
 };
 

@@ -75,7 +75,7 @@ __global__ void rule_mask_kernel(MaskArgs a, Rule rule) {
 /// builds evaluate the same rule, so they agree bit for bit.
 template <MaskRule Rule>
 struct RuleMask {
-  Rule rule{};
+  Rule rule{};  ///< The per-block rule.
 
   /// Host build: every pointer in `a` is host memory.
   void build_host(const MaskArgs& a) const {
@@ -103,6 +103,7 @@ struct RuleMask {
 
 /// Rule of DenseMask: every block (the causal restriction is RuleMask's).
 struct AllBlocksRule {
+  /// Selects every block.
   COMPACT_HOST_DEVICE bool operator()(const MaskRowContext&, int) const { return true; }
 };
 
@@ -111,6 +112,7 @@ struct AllBlocksRule {
 struct SinkLocalRule {
   int sink_blocks = 2;    ///< Attention-sink blocks at the start of the sequence.
   int window_blocks = 4;  ///< Local-window blocks before the query block's first KV block.
+  /// Whether block kb is a sink block or falls in the window.
   COMPACT_HOST_DEVICE bool operator()(const MaskRowContext& ctx, int kb) const {
     return kb < sink_blocks || kb >= ctx.span.first_kb - window_blocks;
   }
@@ -121,9 +123,11 @@ struct DenseMask : RuleMask<AllBlocksRule> {};
 
 /// Static sink + local window ("A-shape"), plus the chunk's own causal blocks.
 struct SinkLocalMask : RuleMask<SinkLocalRule> {
-  SinkLocalMask() = default;
+  SinkLocalMask() = default;  ///< Default sink and window sizes (SinkLocalRule).
+  /// A mask with `sink_blocks` sink blocks and a window of `window_blocks` blocks.
   SinkLocalMask(int sink_blocks, int window_blocks)
       : RuleMask<SinkLocalRule>{SinkLocalRule{sink_blocks, window_blocks}} {}
+  /// Checks that both sizes are non-negative (compact::Error otherwise).
   void configure(const AttentionConfig&, const PlanLimits&) const {
     require(rule.sink_blocks >= 0, "SinkLocalMask sink_blocks", rule.sink_blocks, ">= 0");
     require(rule.window_blocks >= 0, "SinkLocalMask window_blocks", rule.window_blocks, ">= 0");

@@ -102,8 +102,8 @@ COMPACT_HOST_DEVICE inline double required_mass(float threshold, std::uint64_t t
 
 /// Quantized per-token vectors of one head: integers and scales.
 struct TokenQuant {
-  std::vector<int> ints;
-  std::vector<float> scale;
+  std::vector<int> ints;     ///< Quantized elements, [tokens][D].
+  std::vector<float> scale;  ///< Per-token scales, [tokens].
 };
 
 /// Block scores of every query block of (b, h): A[qb][kb] for kb < last_kb(qb) + 1, the
@@ -249,8 +249,9 @@ struct Scratch {
   std::uint32_t* weight = nullptr;  ///< Same shape: the selection's row weights W.
   int groups = 0;                   ///< ceil(max_chunk / stride): reshaped rows per (b, h).
   int kv_blocks = 0;                ///< ceil(max_kv_len / Bk).
-  std::size_t bytes = 0;
+  std::size_t bytes = 0;            ///< Bytes carved from the workspace.
 
+  /// Lays the scratch out in [base, base + bytes) for antidiagonal stride `stride`.
   static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, void* base,
                        std::size_t bytes) {
     const Geometry g = Geometry::of(c, l);
@@ -269,6 +270,7 @@ struct Scratch {
     s.bytes = carver.used();
     return s;
   }
+  /// Index of cell (sequence b, head h, reshaped row i, KV block kb) in mu, sigma and weight.
   COMPACT_HOST_DEVICE std::int64_t cell(int b, int h, int i, int kb, int num_q_heads) const {
     return ((static_cast<std::int64_t>(b) * num_q_heads + h) * groups + i) * kv_blocks + kb;
   }
@@ -349,26 +351,28 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 /// along the rows (32 rows x 128 groups each, 128 fp32 logit accumulators per thread).
 template <class T, int kD_, int kWarps_>
 struct ScoreTraits {
-  using Element = T;
-  static constexpr int kD = kD_;
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kM = kWarps * 32;
-  static constexpr int kN = kTileGroups;
-  static constexpr int kNAtoms = kN / 8;
-  static constexpr int kChunks = kD / 8;
-  static constexpr int kKSteps = kD / 16;
-  static constexpr int kAElems = kM * kD;
-  static constexpr int kBElems = kN * kD;
-  static constexpr int kStageElems = kAElems + kBElems;
-  static constexpr int kOffAScale = 2 * kStageElems * 2;      // [2][kM] f32
-  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  // [2][kN] f32
-  static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;   // [kN] i64: group's first key
-  static constexpr int kOffQRow = kOffKBase + kN * 8;         // [kM] i32: token row at t = 0
-  static constexpr int kOffQMin = kOffQRow + kM * 4;          // [kM] i32: first valid segment
-  static constexpr int kSmemBytes = kOffQMin + kM * 4;
+  using Element = T;                                      ///< Query element type (bf16 or fp16).
+  static constexpr int kD = kD_;                          ///< Head dim.
+  static constexpr int kWarps = kWarps_;                  ///< Warps per CTA.
+  static constexpr int kThreads = kWarps * 32;            ///< Threads per CTA.
+  static constexpr int kM = kWarps * 32;                  ///< Reshaped rows per tile.
+  static constexpr int kN = kTileGroups;                  ///< Key groups per tile.
+  static constexpr int kNAtoms = kN / 8;                  ///< n8 column chunks of a tile.
+  static constexpr int kChunks = kD / 8;                  ///< 16-byte chunks per row.
+  static constexpr int kKSteps = kD / 16;                 ///< k16 steps over the head dim.
+  static constexpr int kAElems = kM * kD;                 ///< Elements of the query (A) tile.
+  static constexpr int kBElems = kN * kD;                 ///< Elements of the key (B) tile.
+  static constexpr int kStageElems = kAElems + kBElems;   ///< Elements of one stage.
+  static constexpr int kOffAScale = 2 * kStageElems * 2;  ///< [2][kM] f32
+  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  ///< [2][kN] f32
+  static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;   ///< [kN] i64: group's first key
+  static constexpr int kOffQRow = kOffKBase + kN * 8;         ///< [kM] i32: token row at t = 0
+  static constexpr int kOffQMin = kOffQRow + kM * 4;          ///< [kM] i32: first valid segment
+  static constexpr int kSmemBytes = kOffQMin + kM * 4;        ///< Dynamic shared memory per CTA.
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
   static_assert(kN == 128, "the block reduction assumes 16 n8 atoms per warp");
+  /// 16-byte chunk index of (row, chunk) in a row-major tile: chunk ^ (row % 8) keeps the eight
+  /// rows an ldmatrix reads in distinct banks.
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return row * kChunks + (chunk ^ (row & 7));
   }
@@ -376,14 +380,14 @@ struct ScoreTraits {
 
 /// Parameters of the scoring kernel.
 struct ScoreParams {
-  AttentionConfig c;
-  ChunkBatch batch;
-  PagedKV cache;
-  Scratch scr;
-  int stride = 8;
-  int m_tiles = 0;  ///< Row tiles per (b, kvh): ceil(G * groups / kM).
-  int n_tiles = 0;  ///< Group tiles of the limits' longest sequence.
-  float cx = 0.0f;  ///< softmax scale * log2(e) / stride.
+  AttentionConfig c;  ///< The attention config.
+  ChunkBatch batch;   ///< The chunk batch being masked.
+  PagedKV cache;      ///< The paged cache the keys are gathered from.
+  Scratch scr;        ///< Quantized queries and score scratch.
+  int stride = 8;     ///< Antidiagonal stride S.
+  int m_tiles = 0;    ///< Row tiles per (b, kvh): ceil(G * groups / kM).
+  int n_tiles = 0;    ///< Group tiles of the limits' longest sequence.
+  float cx = 0.0f;    ///< softmax scale * log2(e) / stride.
 };
 
 /// Logits of one (row tile, group tile) of (b, kvh): rows are (local head g, reshaped row i) =
@@ -683,12 +687,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 
 /// Parameters of the selection kernel.
 struct SelectParams {
-  AttentionConfig c;
-  ChunkBatch batch;
-  Scratch scr;
-  XAttentionParams xp;
-  BlockMask mask;
-  int sort_size = 0;  ///< Power of two >= kv_blocks (sort keys in shared memory).
+  AttentionConfig c;    ///< The attention config.
+  ChunkBatch batch;     ///< The chunk batch being masked.
+  Scratch scr;          ///< Scores written by the scoring kernel.
+  XAttentionParams xp;  ///< Mask hyperparameters.
+  BlockMask mask;       ///< Output bitmap.
+  int sort_size = 0;    ///< Power of two >= kv_blocks (sort keys in shared memory).
 };
 
 /// floor(w * 2^32 / z) for w <= z, z > 0, given c = 2^32 / z rounded to double: the product is
@@ -872,6 +876,12 @@ namespace xattention {
 
 /// Launches of the device build, as bits (benchmarks time them one by one).
 inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4, kAllPhases = 7;
+/// @var kScorePhase
+/// The scoring kernel.
+/// @var kSelectPhase
+/// The selection kernel.
+/// @var kAllPhases
+/// Every launch: quantization, scoring and selection.
 
 /// Device build of XAttentionMask (arguments validated here): the phases selected in `phases`.
 /// Later phases read what earlier ones left in the scratch, so a partial call is only meaningful
@@ -994,13 +1004,16 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// selection kernel per mask row (fixed-point normalization, bitonic sort in shared memory,
 /// prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
-  XAttentionParams params{};
+  XAttentionParams params{};  ///< Hyperparameters, validated by configure().
 
-  XAttentionMask() = default;
+  XAttentionMask() = default;  ///< Default hyperparameters.
+  /// A mask with hyperparameters `p`.
   explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
 
+  /// Validates the hyperparameters against the config.
   void configure(const AttentionConfig& c, const PlanLimits&) const { params.validate(c); }
 
+  /// Scratch bytes of the device build for the config and limits.
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
     return xattention::Scratch::carve(c, l, params.stride, nullptr, 0).bytes;
   }

@@ -18,8 +18,8 @@ namespace compact::reference {
 
 /// Key positions [begin, end) of one sequence that a row may attend to.
 struct KeyRange {
-  int begin = 0;
-  int end = 0;
+  int begin = 0;  ///< First key position.
+  int end = 0;    ///< One past the last key position.
 };
 
 /// The key ranges row t of sequence b, head h attends to: [0, pos] when dense, else the entries

@@ -14,6 +14,7 @@ namespace compact {
 struct TableDensity {
   std::int64_t selected = 0;  ///< Entries in the tables.
   std::int64_t dense = 0;     ///< Entries dense causal attention would visit.
+  /// selected / dense (0 when dense is 0).
   double ratio() const { return dense > 0 ? static_cast<double>(selected) / dense : 0.0; }
 };
 

@@ -12,10 +12,11 @@
 namespace compact::paged_flash {
 
 template <class Traits>
+/// Writes a CTA's finished rows: final O (+ LSE), or split-KV partials for the merge.
 struct Epilogue {
-  using T = typename Traits::Element;
-  using Acc = WarpAttention<Traits>;
-  static constexpr int kM = Traits::kMAtoms;
+  using T = typename Traits::Element;         ///< Element type of O.
+  using Acc = WarpAttention<Traits>;          ///< The mainloop's per-warp state.
+  static constexpr int kM = Traits::kMAtoms;  ///< m16 row atoms per warp.
 
   /// Final output: normalized O rounded to T, staged through shared memory (the Q tile's space,
   /// free once the mainloop is done) so that global stores are whole 16-byte row chunks.

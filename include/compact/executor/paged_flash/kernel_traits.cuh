@@ -18,30 +18,35 @@ namespace compact::paged_flash {
 /// cp.async writes, fall into distinct banks.
 template <class T, int kHeadDim, class Shape, class Mma_>
 struct KernelTraits {
-  using Element = T;
-  using Mma = Mma_;
-  static constexpr int kD = kHeadDim;
-  static constexpr int kBlockM = Shape::kBlockM;
-  static constexpr int kBlockN = Shape::kBlockN;
-  static constexpr int kWarps = Shape::kWarps;
-  static constexpr int kStages = Shape::kStages;
+  using Element = T;                              ///< Element type of Q, K, V and O (bf16 or fp16).
+  using Mma = Mma_;                               ///< GEMM policy: Sm80Mma or Sm90Mma.
+  static constexpr int kD = kHeadDim;             ///< Head dim D.
+  static constexpr int kBlockM = Shape::kBlockM;  ///< Packed query rows per CTA.
+  static constexpr int kBlockN = Shape::kBlockN;  ///< Keys per K/V tile.
+  static constexpr int kWarps = Shape::kWarps;    ///< Warps per CTA.
+  static constexpr int kStages = Shape::kStages;  ///< K/V shared-memory buffers.
+  /// Second __launch_bounds__ argument.
   static constexpr int kMinBlocksPerSM = Shape::kMinBlocksPerSM;
-  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kThreads = kWarps * 32;  ///< Threads per CTA.
 
-  static constexpr int kRowsPerWarp = kBlockM / kWarps;
-  static constexpr int kMAtoms = kRowsPerWarp / 16;  // m16 row atoms per warp
-  static constexpr int kNAtomsS = kBlockN / 8;       // n8 column chunks of S
-  static constexpr int kNAtomsO = kD / 8;            // n8 column chunks of O
+  static constexpr int kRowsPerWarp = kBlockM / kWarps;  ///< Query rows each warp owns.
+  static constexpr int kMAtoms = kRowsPerWarp / 16;      ///< m16 row atoms per warp
+  static constexpr int kNAtomsS = kBlockN / 8;           ///< n8 column chunks of S
+  static constexpr int kNAtomsO = kD / 8;                ///< n8 column chunks of O
 
+  /// 16-byte chunks per row of a tile.
   static constexpr int kChunksPerRow = kD * static_cast<int>(sizeof(T)) / 16;
-  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one cp.async sweep covers
-  static constexpr int kKvPasses = kBlockN / kRowsPerPass;       // sweeps per K or V tile
-  static constexpr int kQPasses = kBlockM / kRowsPerPass;
+  /// rows one cp.async sweep covers
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;
+  static constexpr int kKvPasses = kBlockN / kRowsPerPass;  ///< sweeps per K or V tile
+  static constexpr int kQPasses = kBlockM / kRowsPerPass;   ///< Sweeps per Q tile.
 
-  static constexpr int kQChunks = kBlockM * kChunksPerRow;
+  static constexpr int kQChunks = kBlockM * kChunksPerRow;  ///< 16-byte chunks of the Q tile.
+  /// 16-byte chunks of one K or V tile.
   static constexpr int kKvChunks = kBlockN * kChunksPerRow;
-  static constexpr int kRowOffsetBytes = kStages * kBlockN * 8;  // offsets of upcoming tiles
-  static constexpr int kSmemAlign = 1024;                        // a swizzle atom
+  static constexpr int kRowOffsetBytes = kStages * kBlockN * 8;  ///< offsets of upcoming tiles
+  static constexpr int kSmemAlign = 1024;                        ///< a swizzle atom
+  /// Dynamic shared memory per CTA, alignment slack included.
   static constexpr int kSmemBytes =
       (kQChunks + 2 * kStages * kKvChunks) * 16 + kRowOffsetBytes + kSmemAlign;
 

@@ -26,17 +26,18 @@ __device__ __forceinline__ void pack_p(std::uint32_t (&pa)[4], const float (&s)[
 /// The two GEMMs come from Traits::Mma; everything else is shared by the sm80 and sm90 kernels.
 template <class Traits>
 struct WarpAttention {
-  using T = typename Traits::Element;
-  using Mma = typename Traits::Mma;
-  static constexpr int kM = Traits::kMAtoms;
-  static constexpr int kNS = Traits::kNAtomsS;
-  static constexpr int kNO = Traits::kNAtomsO;
+  using T = typename Traits::Element;           ///< Element type.
+  using Mma = typename Traits::Mma;             ///< GEMM policy.
+  static constexpr int kM = Traits::kMAtoms;    ///< m16 row atoms per warp.
+  static constexpr int kNS = Traits::kNAtomsS;  ///< n8 column chunks of S.
+  static constexpr int kNO = Traits::kNAtomsO;  ///< n8 column chunks of O.
 
-  float o[kM][kNO * 4];
-  float s[kM][kNS * 4];
-  float row_max[kM][2];  // running max of scaled logits, log2 domain
-  float row_sum[kM][2];  // this thread's share of the running sum of exp2
+  float o[kM][kNO * 4];  ///< Unnormalized O accumulators.
+  float s[kM][kNS * 4];  ///< S of the current tile, then P after softmax().
+  float row_max[kM][2];  ///< running max of scaled logits, log2 domain
+  float row_sum[kM][2];  ///< this thread's share of the running sum of exp2
 
+  /// Zeroes O and the row sums, sets the running maxima to -inf.
   __device__ __forceinline__ void init() {
 #pragma unroll
     for (int a = 0; a < kM; ++a) {
@@ -55,6 +56,7 @@ struct WarpAttention {
     return warp * Traits::kRowsPerWarp + a * 16;
   }
 
+  /// S = Q K^T for the warp's rows against the K tile in shared memory.
   __device__ __forceinline__ void qk(const T* smem_q, const T* smem_k, int warp, int lane) {
     Mma::template qk<Traits>(s, smem_q, smem_k, warp, lane);
   }

@@ -12,6 +12,7 @@ namespace compact::paged_flash {
 
 /// Per-warp GEMMs: each warp owns kMAtoms m16 row atoms and loads its fragments with ldmatrix.
 struct Sm80Mma {
+  /// mma.sync reads shared memory through ldmatrix: no fence.
   static constexpr bool kNeedsProxyFence = false;
 
   /// s = Q K^T for the warp's rows against the kBlockN keys of `smem_k`.

@@ -14,8 +14,10 @@ namespace compact::paged_flash {
 /// from shared memory (K-major); O += P V takes P from registers and V from shared memory as an
 /// MN-major (transposed) operand, so no fragment of Q, K or V ever occupies registers.
 struct Sm90Mma {
-  static constexpr bool kNeedsProxyFence = true;  // cp.async writes, wgmma (async proxy) reads
+  /// cp.async writes, wgmma (async proxy) reads: fence.
+  static constexpr bool kNeedsProxyFence = true;
 
+  /// s = Q K^T for the warpgroup's 64 rows against the kBlockN keys of `smem_k`.
   template <class Traits>
   static __device__ __forceinline__ void qk(float (&s)[1][Traits::kNAtomsS * 4],
                                             const typename Traits::Element* smem_q,
@@ -37,6 +39,7 @@ struct Sm90Mma {
     arch::wgmma_wait<0>();
   }
 
+  /// o += P V: P packed from `s` into registers, V read from `smem_v` (MN-major).
   template <class Traits>
   static __device__ __forceinline__ void pv(float (&o)[1][Traits::kNAtomsO * 4],
                                             const float (&s)[1][Traits::kNAtomsS * 4],

@@ -10,48 +10,48 @@ namespace compact::paged_flash {
 /// struct can travel as a __grid_constant__ parameter. Built by PagedFlashExecutor::run().
 struct Params {
   // Queries and outputs: [total_q][Hq][D] with token strides.
-  const void* q;
-  void* o;
-  float* lse;  // optional [total_q][Hq]
-  std::int64_t q_stride;
-  std::int64_t o_stride;
-  const std::int32_t* cu_seqlens_q;
-  const std::int32_t* kv_lens;
-  int num_seqs;
-  int num_q_heads;
-  int gqa_group;  // Hq / Hkv
+  const void* q;          ///< Queries (bf16 or fp16), [total_q][Hq][D].
+  void* o;                ///< Output, same layout and type as q.
+  float* lse;             ///< Optional log-sum-exp per (row, head), [total_q][Hq]; null to skip.
+  std::int64_t q_stride;  ///< Elements between query tokens.
+  std::int64_t o_stride;  ///< Elements between output tokens.
+  const std::int32_t* cu_seqlens_q;  ///< Chunk row offsets per sequence, [num_seqs + 1].
+  const std::int32_t* kv_lens;       ///< Cached tokens per sequence, chunk included.
+  int num_seqs;                      ///< Sequences in the batch.
+  int num_q_heads;                   ///< Hq.
+  int gqa_group;                     ///< Hq / Hkv.
 
   // Paged cache.
-  const void* k_pages;
-  const void* v_pages;
-  const std::int32_t* page_table;
-  std::int64_t page_table_stride;
-  std::int64_t page_stride;   // elements between pages
-  std::int64_t token_stride;  // elements between tokens of a page (Hkv * D)
-  int page_size;
-  int page_shift;  // log2(page_size)
+  const void* k_pages;             ///< K page pool.
+  const void* v_pages;             ///< V page pool.
+  const std::int32_t* page_table;  ///< Logical-to-physical pages, [num_seqs][stride].
+  std::int64_t page_table_stride;  ///< Entries per page-table row.
+  std::int64_t page_stride;        ///< Elements between pages.
+  std::int64_t token_stride;       ///< Elements between tokens of a page (Hkv * D).
+  int page_size;                   ///< Tokens per page (a power of two).
+  int page_shift;                  ///< log2(page_size).
 
   // Block tables (CSR) and their shape.
-  const std::int32_t* indptr;
-  const std::int32_t* indices;
-  const std::int32_t* last_block_tokens;
-  int heads_per_table;
-  int head_groups;
-  int q_groups;
-  int per_q_block;
-  int block_q;
-  int table_block_tokens;
-  int tiles_per_entry_shift;  // log2(table_block_tokens / kBlockN)
+  const std::int32_t* indptr;             ///< CSR offsets of the block tables.
+  const std::int32_t* indices;            ///< CSR logical table-block ids.
+  const std::int32_t* last_block_tokens;  ///< Valid tokens of each table's last entry.
+  int heads_per_table;                    ///< TableShape::heads_per_table.
+  int head_groups;                        ///< TableShape::head_groups.
+  int q_groups;                           ///< TableShape::q_groups.
+  int per_q_block;                        ///< TableShape::per_q_block, as 0 or 1.
+  int block_q;                            ///< Bq.
+  int table_block_tokens;                 ///< Tokens per table entry.
+  int tiles_per_entry_shift;              ///< log2(table_block_tokens / kBlockN).
 
   // Schedule.
-  int m_tiles_per_table;
-  int num_splits;
-  float scale_log2;  // softmax scale * log2(e)
+  int m_tiles_per_table;  ///< Row tiles (kBlockM packed rows each) per table.
+  int num_splits;         ///< CTAs each table's KV tiles are split across (1: no split).
+  float scale_log2;       ///< Softmax scale * log2(e).
 
   // Split-KV partials (num_splits > 1): [split][total_q_bound][Hq][D] and [split][..][Hq].
-  float* part_o;
-  float* part_lse;
-  std::int64_t part_rows;  // total_q bound of the limits
+  float* part_o;           ///< Split partial outputs.
+  float* part_lse;         ///< Split partial log-sum-exps.
+  std::int64_t part_rows;  ///< Total_q bound of the limits (row extent of the partials).
 };
 
 }  // namespace compact::paged_flash

@@ -12,12 +12,12 @@ namespace compact::paged_flash {
 /// The grid is laid out with the row tile fastest, so all row tiles of one table (and split)
 /// run side by side and stream the same K/V pages through L2 together.
 struct WorkTile {
-  int table = 0;
-  int b = 0;   ///< Sequence.
-  int hg = 0;  ///< Head group: heads [hg * heads_per_table, ... + heads_per_table).
-  int qg = 0;  ///< Query-block group (0 unless tables are per query block).
-  int m_tile = 0;
-  int split = 0;
+  int table = 0;   ///< Table index (TableShape::table_index).
+  int b = 0;       ///< Sequence.
+  int hg = 0;      ///< Head group: heads [hg * heads_per_table, ... + heads_per_table).
+  int qg = 0;      ///< Query-block group (0 unless tables are per query block).
+  int m_tile = 0;  ///< Row tile within the table.
+  int split = 0;   ///< KV split.
 };
 
 /// Row r of a table is (token token_begin + r / heads, head head0 + r % heads): the heads of a
@@ -27,17 +27,22 @@ struct RowMap {
   int tokens = 0;       ///< Chunk rows of the table.
   int heads = 1;        ///< Heads per table.
   int head0 = 0;        ///< First head.
+  /// Rows of the table: tokens x heads.
   COMPACT_HOST_DEVICE int rows() const { return tokens * heads; }
+  /// Chunk row of table row r.
   COMPACT_HOST_DEVICE int token(int r) const { return token_begin + r / heads; }
+  /// Query head of table row r.
   COMPACT_HOST_DEVICE int head(int r) const { return head0 + r % heads; }
 };
 
+/// Maps a linear CTA index to its WorkTile and a table to its RowMap.
 struct TileScheduler {
   /// CTAs of the grid: every table of the limits' layout x row tiles x splits.
   static long long grid_size(int num_tables, int m_tiles_per_table, int num_splits) {
     return static_cast<long long>(num_tables) * num_splits * m_tiles_per_table;
   }
 
+  /// The work tile of CTA `block` (row tile fastest, then split, then table).
   COMPACT_HOST_DEVICE static WorkTile decode(const Params& p, long long block) {
     WorkTile w;
     w.m_tile = static_cast<int>(block % p.m_tiles_per_table);

@@ -9,10 +9,11 @@ namespace compact::paged_flash {
 /// math of tile j), and kMinBlocksPerSM for __launch_bounds__ (which caps registers).
 template <int kBlockM_, int kBlockN_, int kWarps_, int kStages_, int kMinBlocksPerSM_>
 struct TileShape {
-  static constexpr int kBlockM = kBlockM_;
-  static constexpr int kBlockN = kBlockN_;
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kStages = kStages_;
+  static constexpr int kBlockM = kBlockM_;  ///< Packed query rows per CTA.
+  static constexpr int kBlockN = kBlockN_;  ///< Keys per K/V tile.
+  static constexpr int kWarps = kWarps_;    ///< Warps per CTA.
+  static constexpr int kStages = kStages_;  ///< K/V shared-memory buffers.
+  /// CTAs per SM to fit (second __launch_bounds__ argument).
   static constexpr int kMinBlocksPerSM = kMinBlocksPerSM_;
 };
 
@@ -32,7 +33,7 @@ using Sm90TileShape = TileShape<128, 64, 8, 2, 2>;
 /// the GPU's CTA slots, never into pieces shorter than kMinTilesPerSplit KV tiles, at most
 /// kMaxSplits pieces.
 inline constexpr double kFillTarget = 0.8;
-inline constexpr int kMinTilesPerSplit = 8;
-inline constexpr int kMaxSplits = 16;
+inline constexpr int kMinTilesPerSplit = 8;  ///< Fewest KV tiles per split.
+inline constexpr int kMaxSplits = 16;        ///< Most splits per table.
 
 }  // namespace compact::paged_flash

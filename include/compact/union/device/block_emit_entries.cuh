@@ -18,8 +18,10 @@ class BlockEmitEntries {
   using Scan = cub::BlockScan<int, kThreads>;
 
  public:
+  /// Shared memory of one CTA (the block scan's).
   using TempStorage = typename Scan::TempStorage;
 
+  /// An emitter over shared storage `storage`.
   COMPACT_DEVICE explicit BlockEmitEntries(TempStorage& storage) : storage_(storage) {}
 
   /// Writes the ids (32 * word + bit) of the set bits of words[0 .. num_words) to out[0 .. count),

@@ -20,9 +20,10 @@ class BlockRowUnion {
  public:
   /// Shared memory of one CTA: the window's union.
   struct TempStorage {
-    std::uint32_t words[kStepWords];
+    std::uint32_t words[kStepWords];  ///< The union of the current window of words.
   };
 
+  /// A union over shared storage `storage`.
   COMPACT_DEVICE explicit BlockRowUnion(TempStorage& storage) : storage_(storage) {}
 
   /// Sets storage.words[w] = OR over rows j < num_rows of row_of(j)[w0 + w] for w < num_words

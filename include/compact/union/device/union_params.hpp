@@ -17,20 +17,20 @@ namespace compact {
 /// every launch. Everything here is fixed by the config, the limits and the workspace, except
 /// num_seqs (a host int); the lengths themselves stay on the device.
 struct UnionParams {
-  BlockMask mask{};    ///< The bit-packed mask (input).
-  TableShape shape{};  ///< Which rows share a table.
-  const std::int32_t* cu_seqlens_q = nullptr;
-  const std::int32_t* kv_lens = nullptr;
-  int num_seqs = 0;                ///< Live sequences; tables of later ones are empty.
-  int block_k = 0;                 ///< Bk.
-  int log2_blocks_per_entry = 0;   ///< log2(T / Bk): KV blocks per table entry.
-  int max_kv_len = 0;              ///< Lengths are clamped to it, so no pass leaves its buffers.
-  std::int32_t* indptr = nullptr;  ///< [num_tables + 1]: counts after the count pass, then CSR.
-  std::int32_t* indices = nullptr;
-  std::int32_t* last_block_tokens = nullptr;
+  BlockMask mask{};                            ///< The bit-packed mask (input).
+  TableShape shape{};                          ///< Which rows share a table.
+  const std::int32_t* cu_seqlens_q = nullptr;  ///< ChunkBatch::cu_seqlens_q (device).
+  const std::int32_t* kv_lens = nullptr;       ///< ChunkBatch::kv_lens (device).
+  int num_seqs = 0;                            ///< Live sequences; tables of later ones are empty.
+  int block_k = 0;                             ///< Bk.
+  int log2_blocks_per_entry = 0;               ///< log2(T / Bk): KV blocks per table entry.
+  int max_kv_len = 0;               ///< Lengths are clamped to it, so no pass leaves its buffers.
+  std::int32_t* indptr = nullptr;   ///< [num_tables + 1]: counts after the count pass, then CSR.
+  std::int32_t* indices = nullptr;  ///< BlockTables::indices (out).
+  std::int32_t* last_block_tokens = nullptr;  ///< BlockTables::last_block_tokens (out).
   /// Workspace: the entry bitmap of every table, entry_words_per_table words each.
   std::uint32_t* entry_bits = nullptr;
-  int entry_words_per_table = 0;
+  int entry_words_per_table = 0;  ///< Words of one table's entry bitmap.
 
   /// Parameters for `a` with the entry bitmap carved from its scratch.
   static UnionParams make(const UnionArgs& a, std::uint32_t* entry_bits,
@@ -59,17 +59,19 @@ struct UnionParams {
 /// [0, num_words) of each row. Tables of sequences past the batch, query groups past the chunk and
 /// empty sequences have no rows.
 struct TableRows {
-  int b = 0;
-  int first_head = 0;
-  int num_heads = 0;
-  int qb_begin = 0;
-  int num_qb = 0;
+  int b = 0;                ///< Sequence.
+  int first_head = 0;       ///< First query head.
+  int num_heads = 0;        ///< Query heads.
+  int qb_begin = 0;         ///< First query block.
+  int num_qb = 0;           ///< Query blocks.
   int kv_len = 0;           ///< L_b (clamped to the limits).
   int num_kv_blocks = 0;    ///< ceil(L_b / Bk): bits at or past it are garbage.
   int num_words = 0;        ///< Mask words holding those blocks.
   int num_entry_words = 0;  ///< Words of the table's entry bitmap: ceil(ceil(L_b / T) / 32).
 
+  /// Mask rows the table ORs.
   COMPACT_HOST_DEVICE int rows() const { return num_heads * num_qb; }
+  /// True when the table gets no entries: no rows or no KV blocks.
   COMPACT_HOST_DEVICE bool empty() const { return rows() == 0 || num_kv_blocks == 0; }
   /// Word offset in the mask of the table's row j (0 <= j < rows()): heads outer, query blocks
   /// inner, so consecutive rows of one head are adjacent in memory.

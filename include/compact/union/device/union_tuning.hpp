@@ -21,7 +21,7 @@ struct UnionTuning {
   static constexpr int kLoadBatch = 4;
   /// Threads and items per thread of the single-CTA indptr scan (one tile = their product).
   static constexpr int kScanThreads = 1024;
-  static constexpr int kScanItems = 4;
+  static constexpr int kScanItems = 4;  ///< Items per thread of the scan.
 };
 
 /// What a union tuning must provide: `kThreads` (a multiple of 32, at most 1024), `kStepWords`

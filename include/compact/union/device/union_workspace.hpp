@@ -15,9 +15,9 @@ namespace compact {
 /// selected), written by the count pass and read by the emit pass, so the mask is read once.
 /// Sized from the table shape alone (limits), never from the device.
 struct UnionWorkspace {
-  std::uint32_t* entry_bits = nullptr;
-  int entry_words_per_table = 0;  ///< ceil(shape.max_entries / 32).
-  std::size_t used = 0;           ///< Bytes the layout takes (what workspace_bytes reports).
+  std::uint32_t* entry_bits = nullptr;  ///< The tables' entry bitmaps, one after another.
+  int entry_words_per_table = 0;        ///< ceil(shape.max_entries / 32).
+  std::size_t used = 0;                 ///< Bytes the layout takes (what workspace_bytes reports).
 
   /// Lays the scratch out in `ws`; with a null `ws.data` it only measures. Throws compact::Error
   /// when `ws` is too small.

@@ -6,9 +6,9 @@
 #include <memory>
 #include <vector>
 
-#include "compact/compact.cuh"
 #include "../support/naive.hpp"
 #include "../support/seed.hpp"
+#include "compact/compact.cuh"
 
 using namespace compact;
 using doctest::Contains;
@@ -54,7 +54,9 @@ TEST_CASE("Engine<DenseMask, BlockUnion, ReferenceExecutor> equals dense attenti
     int hq, hkv, page;
     DType dtype;
   };
-  const Case cases[] = {{4, 4, 16, DType::bf16}, {8, 2, 256, DType::fp16}, {8, 1, 16, DType::fp16},
+  const Case cases[] = {{4, 4, 16, DType::bf16},
+                        {8, 2, 256, DType::fp16},
+                        {8, 1, 16, DType::fp16},
                         {16, 2, 256, DType::bf16}};
   std::uint64_t salt = 4000;
   for (const Case& k : cases) {
@@ -83,7 +85,8 @@ TEST_CASE("Engine<DenseMask, BlockUnion, ReferenceExecutor> equals dense attenti
 namespace {
 
 // Attention restricted to the union of the mask, from the union's definition.
-test::KeyFilter union_filter(const test::HostProblem& p, const BlockMask& mask, const TableShape& s) {
+test::KeyFilter union_filter(const test::HostProblem& p, const BlockMask& mask,
+                             const TableShape& s) {
   return [&p, mask, s](int b, int h, int t, int j) {
     const AttentionConfig& c = p.config;
     const int n = p.cu_seqlens[b + 1] - p.cu_seqlens[b];
@@ -92,7 +95,8 @@ test::KeyFilter union_filter(const test::HostProblem& p, const BlockMask& mask, 
     const int qb_lo = s.per_q_block ? t / c.block_q : 0;
     const int qb_hi = s.per_q_block ? qb_lo + 1 : ceil_div(n, c.block_q);
     const int kb_lo = e * s.table_block_tokens / c.block_k;
-    const int kb_hi = std::min((e + 1) * s.table_block_tokens / c.block_k, ceil_div(p.kv_lens[b], c.block_k));
+    const int kb_hi =
+        std::min((e + 1) * s.table_block_tokens / c.block_k, ceil_div(p.kv_lens[b], c.block_k));
     for (int hh = hg * s.heads_per_table; hh < (hg + 1) * s.heads_per_table; ++hh) {
       for (int qb = qb_lo; qb < qb_hi; ++qb) {
         for (int kb = kb_lo; kb < kb_hi; ++kb) {
@@ -136,7 +140,8 @@ void check_sparse_engine(std::uint64_t salt, int page) {
       }
     }
   }
-  const test::NaiveResult naive = test::naive_attention(p, union_filter(p, mask, engine.table_shape()));
+  const test::NaiveResult naive =
+      test::naive_attention(p, union_filter(p, mask, engine.table_shape()));
   double worst = 0;
   for (std::size_t i = 0; i < run.o.size(); ++i) {
     const double got = load_float(run.o.data(), c.dtype, i);
@@ -144,7 +149,8 @@ void check_sparse_engine(std::uint64_t salt, int page) {
     worst = std::max(worst, std::abs(got - naive.o[i]) / (1.0 + std::abs(naive.o[i])));
   }
   CHECK(worst < 8e-3);  // one bf16 rounding of the output
-  for (std::size_t i = 0; i < run.lse.size(); ++i) REQUIRE(std::abs(run.lse[i] - naive.lse[i]) < 1e-4);
+  for (std::size_t i = 0; i < run.lse.size(); ++i)
+    REQUIRE(std::abs(run.lse[i] - naive.lse[i]) < 1e-4);
   const TableDensity d = table_density(c, p.batch(), engine.tables_view(run.ws));
   CHECK(d.selected < d.dense);  // sink + window over 900 tokens is sparse
 }
@@ -171,8 +177,9 @@ TEST_CASE("engine errors: config, limits, workspace, batch") {
   PlanLimits bad_limits = p.limits;
   bad_limits.max_batch = -1;
   CHECK_THROWS_WITH_AS(E(c, bad_limits), Contains("limits.max_batch = -1"), Error);
-  CHECK_THROWS_WITH_AS((Engine<SinkLocalMask, BlockUnion<>, ReferenceExecutor>(c, p.limits, SinkLocalMask(-1, 2))),
-                       Contains("SinkLocalMask sink_blocks = -1"), Error);
+  CHECK_THROWS_WITH_AS(
+      (Engine<SinkLocalMask, BlockUnion<>, ReferenceExecutor>(c, p.limits, SinkLocalMask(-1, 2))),
+      Contains("SinkLocalMask sink_blocks = -1"), Error);
 
   const E engine(c, p.limits);
   std::vector<std::byte> storage(engine.workspace_bytes() + 2 * kWorkspaceAlignment);
@@ -182,14 +189,15 @@ TEST_CASE("engine errors: config, limits, workspace, batch") {
   const Workspace ws{base, engine.workspace_bytes()};
   CHECK_THROWS_WITH_AS(engine.plan(p.batch(), p.cache(), Workspace{base, ws.bytes - 1}),
                        Contains("expected at least"), Error);
-  CHECK_THROWS_WITH_AS(engine.plan(p.batch(), p.cache(), Workspace{static_cast<char*>(base) + 8, ws.bytes}),
-                       Contains("workspace.data"), Error);
+  CHECK_THROWS_WITH_AS(
+      engine.plan(p.batch(), p.cache(), Workspace{static_cast<char*>(base) + 8, ws.bytes}),
+      Contains("workspace.data"), Error);
   ChunkBatch b = p.batch();
   b.num_seqs = p.limits.max_batch + 1;
   CHECK_THROWS_WITH_AS(engine.plan(b, p.cache(), ws), Contains("batch.num_seqs"), Error);
   CHECK_NOTHROW(engine.plan(p.batch(), p.cache(), ws));
-  CHECK_THROWS_WITH_AS(engine.run(p.batch(), p.cache(), ws, AttentionOutput{}), Contains("out.o = nullptr"),
-                       Error);
+  CHECK_THROWS_WITH_AS(engine.run(p.batch(), p.cache(), ws, AttentionOutput{}),
+                       Contains("out.o = nullptr"), Error);
 }
 
 TEST_CASE("device executors reject what they cannot run before touching the GPU") {

@@ -22,15 +22,15 @@ namespace compact::test {
 /// What random problem to draw.
 struct ProblemSpec {
   int num_seqs = 2;
-  int max_chunk = 64;           ///< Chunk lengths in [min_chunk, max_chunk] when ragged.
+  int max_chunk = 64;  ///< Chunk lengths in [min_chunk, max_chunk] when ragged.
   int min_chunk = 1;
-  int max_kv = 512;             ///< KV lengths in [max(chunk, min_kv), max_kv] when ragged.
+  int max_kv = 512;  ///< KV lengths in [max(chunk, min_kv), max_kv] when ragged.
   int min_kv = 0;
-  bool ragged = true;           ///< false: every sequence has max_chunk / max_kv exactly.
-  bool share_prefix = false;    ///< Sequences 0 and 1 share their first full pages.
-  int extra_pages = 3;          ///< Pool pages no sequence owns (filled with poison).
-  float q_scale = 1.0f;         ///< Std-dev of Q entries.
-  float k_scale = 1.5f;         ///< Std-dev of K entries (peakier softmax than q_scale alone).
+  bool ragged = true;         ///< false: every sequence has max_chunk / max_kv exactly.
+  bool share_prefix = false;  ///< Sequences 0 and 1 share their first full pages.
+  int extra_pages = 3;        ///< Pool pages no sequence owns (filled with poison).
+  float q_scale = 1.0f;       ///< Std-dev of Q entries.
+  float k_scale = 1.5f;       ///< Std-dev of K entries (peakier softmax than q_scale alone).
 };
 
 /// A host-resident problem with owning storage and views onto it.
@@ -89,9 +89,9 @@ inline HostProblem make_problem(const AttentionConfig& config, const ProblemSpec
   p.cu_seqlens.push_back(0);
   for (int b = 0; b < spec.num_seqs; ++b) {
     const int n = spec.ragged ? chunk_dist(rng) : spec.max_chunk;
-    const int kv = spec.ragged
-                       ? std::uniform_int_distribution<int>(std::max(n, spec.min_kv), spec.max_kv)(rng)
-                       : spec.max_kv;
+    const int kv =
+        spec.ragged ? std::uniform_int_distribution<int>(std::max(n, spec.min_kv), spec.max_kv)(rng)
+                    : spec.max_kv;
     p.cu_seqlens.push_back(p.cu_seqlens.back() + n);
     p.kv_lens.push_back(kv);
     p.final_chunk.push_back(static_cast<std::int32_t>(rng() % 2));
@@ -105,7 +105,8 @@ inline HostProblem make_problem(const AttentionConfig& config, const ProblemSpec
     shared = std::max(shared, 0);
   }
   int total = spec.extra_pages;
-  for (int b = 0; b < spec.num_seqs; ++b) total += ceil_div(p.kv_lens[b], ps) - (b == 1 ? shared : 0);
+  for (int b = 0; b < spec.num_seqs; ++b)
+    total += ceil_div(p.kv_lens[b], ps) - (b == 1 ? shared : 0);
   p.num_pages = total;
   std::vector<int> pool(total);
   std::iota(pool.begin(), pool.end(), 0);
@@ -118,7 +119,8 @@ inline HostProblem make_problem(const AttentionConfig& config, const ProblemSpec
       p.page_table[b * p.page_table_stride + i] = reuse ? p.page_table[i] : pool[next++];
     }
   }
-  const std::size_t page_elems = static_cast<std::size_t>(ps) * config.num_kv_heads * config.head_dim;
+  const std::size_t page_elems =
+      static_cast<std::size_t>(ps) * config.num_kv_heads * config.head_dim;
   p.k.resize(page_elems * total);
   p.v.resize(page_elems * total);
   // Poison first (NaN): pages nobody owns and page tails past L_b must never reach an output.
@@ -130,8 +132,8 @@ inline HostProblem make_problem(const AttentionConfig& config, const ProblemSpec
   for (int b = 0; b < spec.num_seqs; ++b) {
     for (int pos = 0; pos < p.kv_lens[b]; ++pos) {
       const int page = p.page_table[b * p.page_table_stride + pos / ps];
-      const std::size_t base = page * page_elems +
-                               static_cast<std::size_t>(pos % ps) * config.num_kv_heads * config.head_dim;
+      const std::size_t base = page * page_elems + static_cast<std::size_t>(pos % ps) *
+                                                       config.num_kv_heads * config.head_dim;
       const std::size_t n = static_cast<std::size_t>(config.num_kv_heads) * config.head_dim;
       fill_normal(p.k, config.dtype, base, base + n, spec.k_scale, rng);
       fill_normal(p.v, config.dtype, base, base + n, 1.0f, rng);

@@ -18,13 +18,19 @@ namespace compact {
 enum class DType : std::uint8_t { bf16, fp16 };
 
 /// Name of a dtype, for messages and benchmark labels.
-constexpr const char* to_string(DType t) { return t == DType::bf16 ? "bf16" : "fp16"; }
+constexpr const char* to_string(DType t) {
+  return t == DType::bf16 ? "bf16" : "fp16";
+}
 
 /// Writes to_string(t).
-inline std::ostream& operator<<(std::ostream& os, DType t) { return os << to_string(t); }
+inline std::ostream& operator<<(std::ostream& os, DType t) {
+  return os << to_string(t);
+}
 
 /// Bytes of one element.
-constexpr std::size_t size_of(DType) { return 2; }
+constexpr std::size_t size_of(DType) {
+  return 2;
+}
 
 /// Maps a C++ element type to its DType tag (`dtype_of_v<__nv_bfloat16> == DType::bf16`).
 template <class T>

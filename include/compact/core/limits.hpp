@@ -12,8 +12,8 @@ namespace compact {
 /// from these alone, so plan() and run() never allocate or synchronize and can be captured in a
 /// CUDA graph; the actual lengths are read on the device.
 struct PlanLimits {
-  int max_batch = 1;     ///< Sequences per step.
-  int max_chunk = 1024;  ///< New query tokens of one sequence per step (n_b).
+  int max_batch = 1;        ///< Sequences per step.
+  int max_chunk = 1024;     ///< New query tokens of one sequence per step (n_b).
   int max_kv_len = 131072;  ///< KV length of one sequence after the step (L_b).
   /// Query tokens of all sequences of one step; 0 means max_batch * max_chunk.
   int max_total_q = 0;
@@ -34,8 +34,8 @@ struct PlanLimits {
             "limits.max_total_q", max_total_q,
             detail::cat("0 or at most max_batch * max_chunk (",
                         static_cast<long long>(max_batch) * max_chunk, ")"));
-    require(total_q_bound() < (1LL << 31), "limits.max_batch * limits.max_chunk",
-            total_q_bound(), "fewer than 2^31 packed query tokens");
+    require(total_q_bound() < (1LL << 31), "limits.max_batch * limits.max_chunk", total_q_bound(),
+            "fewer than 2^31 packed query tokens");
   }
 };
 

@@ -32,6 +32,8 @@ COMPACT_HOST_DEVICE constexpr T max_of(T a, T b) {
 }
 
 /// True for 1, 2, 4, 8, ...
-COMPACT_HOST_DEVICE constexpr bool is_pow2(long long v) { return v > 0 && (v & (v - 1)) == 0; }
+COMPACT_HOST_DEVICE constexpr bool is_pow2(long long v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
 
 }  // namespace compact

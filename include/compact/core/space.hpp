@@ -9,6 +9,8 @@ namespace compact {
 enum class Space { host, device };
 
 /// Name of a space, for messages.
-constexpr const char* to_string(Space s) { return s == Space::host ? "host" : "device"; }
+constexpr const char* to_string(Space s) {
+  return s == Space::host ? "host" : "device";
+}
 
 }  // namespace compact

@@ -83,8 +83,9 @@ struct PagedFlashExecutor {
     const int rows_per_table =
         shape.heads_per_table * (shape.per_q_block ? c.block_q : l.max_chunk);
     use_sm90_ = Tuning::kEnableSm90 && force_arch != 80 && arch::sm90a_available();
-    require(force_arch != 90 || use_sm90_, "PagedFlashExecutor::force_arch", force_arch,
-            "80 or 0 on this GPU/binary (sm90 kernels need compute capability 9.x and sm_90a code)");
+    require(
+        force_arch != 90 || use_sm90_, "PagedFlashExecutor::force_arch", force_arch,
+        "80 or 0 on this GPU/binary (sm90 kernels need compute capability 9.x and sm_90a code)");
     paged_flash::dispatch<Tuning>(c, [&]<class T, int kD>() {
       with_traits<T, kD>([&]<class Traits>() {
         int per_sm = 0;
@@ -103,9 +104,9 @@ struct PagedFlashExecutor {
               kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
           COMPACT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
               &per_sm, kernel, Traits::kThreads, Traits::kSmemBytes));
-          require(per_sm > 0, "PagedFlashExecutor occupancy", per_sm,
-                  detail::cat("room for one CTA of ", Traits::kSmemBytes,
-                              " bytes of shared memory"));
+          require(
+              per_sm > 0, "PagedFlashExecutor occupancy", per_sm,
+              detail::cat("room for one CTA of ", Traits::kSmemBytes, " bytes of shared memory"));
         }
         m_tiles_ = ceil_div(rows_per_table, Traits::kBlockM);
         cta_slots_ = per_sm * sms;
@@ -119,7 +120,8 @@ struct PagedFlashExecutor {
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l,
                               const TableShape&) const {
     if (num_splits_ <= 1) return 0;
-    const std::size_t pairs = static_cast<std::size_t>(num_splits_) * l.total_q_bound() * c.num_q_heads;
+    const std::size_t pairs =
+        static_cast<std::size_t>(num_splits_) * l.total_q_bound() * c.num_q_heads;
     return pairs * c.head_dim * sizeof(float) + kWorkspaceAlignment + pairs * sizeof(float);
   }
 
@@ -134,8 +136,8 @@ struct PagedFlashExecutor {
     paged_flash::Params p = make_params(a);
     paged_flash::dispatch<Tuning>(a.config, [&]<class T, int kD>() {
       with_traits<T, kD>([&]<class Traits>() {
-        const long long grid = paged_flash::TileScheduler::grid_size(
-            shape_.num_tables(), m_tiles_, num_splits_);
+        const long long grid =
+            paged_flash::TileScheduler::grid_size(shape_.num_tables(), m_tiles_, num_splits_);
         if (num_splits_ == 1) {
           paged_flash::paged_flash_kernel<Traits, false>
               <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
@@ -182,8 +184,8 @@ struct PagedFlashExecutor {
     const int max_tiles = ceil_div(l.max_kv_len, kTileTokens);
     const long long want = ceil_div(static_cast<long long>(cta_slots_), ctas);
     const long long by_length = max_of(1, max_tiles / paged_flash::kMinTilesPerSplit);
-    return static_cast<int>(min_of(min_of(want, by_length),
-                                   static_cast<long long>(paged_flash::kMaxSplits)));
+    return static_cast<int>(
+        min_of(min_of(want, by_length), static_cast<long long>(paged_flash::kMaxSplits)));
   }
 
   paged_flash::Params make_params(const ExecArgs& a) const {

@@ -51,8 +51,7 @@ inline void visible_keys(const SeqInfo& s, int b, int h, int t, int table_block_
 /// across threads.
 template <class Emit>
 void attention_rows(const AttentionConfig& c, const ChunkBatch& batch, const PagedKV& cache,
-                    const BlockTables* tables, Emit&& emit, int first_seq = 0,
-                    int last_seq = -1) {
+                    const BlockTables* tables, Emit&& emit, int first_seq = 0, int last_seq = -1) {
   const int d = c.head_dim;
   const int g = c.gqa_group();
   const double scale = c.scale();
@@ -104,12 +103,13 @@ inline void attention(const AttentionConfig& c, const ChunkBatch& batch, const P
                       const AttentionOutput& out, const BlockTables* tables = nullptr) {
   const int d = c.head_dim;
   const std::int64_t o_stride = out.o_stride ? out.o_stride : std::int64_t{c.num_q_heads} * d;
-  attention_rows(c, batch, cache, tables, [&](std::int64_t row, int h, const double* o, double lse) {
-    for (int i = 0; i < d; ++i) {
-      store_float(out.o, c.dtype, row * o_stride + h * d + i, static_cast<float>(o[i]));
-    }
-    if (out.lse != nullptr) out.lse[row * c.num_q_heads + h] = static_cast<float>(lse);
-  });
+  attention_rows(
+      c, batch, cache, tables, [&](std::int64_t row, int h, const double* o, double lse) {
+        for (int i = 0; i < d; ++i) {
+          store_float(out.o, c.dtype, row * o_stride + h * d + i, static_cast<float>(o[i]));
+        }
+        if (out.lse != nullptr) out.lse[row * c.num_q_heads + h] = static_cast<float>(lse);
+      });
 }
 
 }  // namespace compact::reference

@@ -31,8 +31,8 @@ inline TableDensity table_density(const AttentionConfig& c, const ChunkBatch& ba
       for (int qg = 0; qg < q_groups; ++qg) {
         const int table = s.table_index(b, hg, qg);
         d.selected += t.indptr[table + 1] - t.indptr[table];
-        const int last_row = s.per_q_block ? min_of((qg + 1) * c.block_q, si.q_len) - 1
-                                           : si.q_len - 1;
+        const int last_row =
+            s.per_q_block ? min_of((qg + 1) * c.block_q, si.q_len) - 1 : si.q_len - 1;
         d.dense += (si.pos() + last_row) / s.table_block_tokens + 1;
       }
     }

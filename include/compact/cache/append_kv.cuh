@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include "compact/arch/widen.cuh"
 #include "compact/cache/kv_chunk.hpp"
 #include "compact/cache/summary_check.hpp"
 #include "compact/core/config.hpp"
@@ -94,28 +95,6 @@ inline void validate(const AttentionConfig& c, const PlanLimits& l, const KvChun
 /// The largest number of KV blocks one sequence's chunk can touch.
 inline int max_touched_blocks(const AttentionConfig& c, const PlanLimits& l) {
   return min_of(ceil_div(l.max_chunk, c.block_k) + 1, ceil_div(l.max_kv_len, c.block_k));
-}
-
-/// Eight consecutive elements widened to float.
-template <class T>
-__device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
-  const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      __nv_bfloat162 v;
-      std::memcpy(&v, &w[i], 4);
-      const float2 f = __bfloat1622float2(v);
-      x[2 * i] = f.x;
-      x[2 * i + 1] = f.y;
-    } else {
-      __half2 v;
-      std::memcpy(&v, &w[i], 4);
-      const float2 f = __half22float2(v);
-      x[2 * i] = f.x;
-      x[2 * i + 1] = f.y;
-    }
-  }
 }
 
 /// Most pages one KV block can span (Bk <= 256 tokens, pages of at least one token).
@@ -206,7 +185,7 @@ __global__ void __launch_bounds__(kAppendThreads)
       if (pos >= pos0) *reinterpret_cast<uint4*>(pool + pool_at(pos)) = raw[u];
       if (!want) continue;
       float x[8];
-      widen8<T>(raw[u], x);
+      arch::widen8<T>(raw[u], x);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         sum[j] = exact::add(sum[j], x[j]);

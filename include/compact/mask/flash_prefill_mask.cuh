@@ -21,6 +21,7 @@
 #include "compact/arch/cp_async.cuh"
 #include "compact/arch/ldmatrix.cuh"
 #include "compact/arch/mma.cuh"
+#include "compact/arch/widen.cuh"
 #include "compact/cache/summary_check.hpp"
 #include "compact/concepts/mask_source.hpp"
 #include "compact/core/cuda_check.hpp"
@@ -618,25 +619,10 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       const bool valid = g < hpc && t < rows;
       float x[8];
       if (valid) {
-        const uint4 raw =
+        arch::widen8<T>(
             *reinterpret_cast<const uint4*>(q + (s.q_begin + qb * Bq + t) * q_stride +
-                                            static_cast<std::int64_t>(h0 + g) * Tr::kD + ch * 8);
-        const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float2 f;
-          if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-            __nv_bfloat162 v;
-            std::memcpy(&v, &w[i], 4);
-            f = __bfloat1622float2(v);
-          } else {
-            __half2 v;
-            std::memcpy(&v, &w[i], 4);
-            f = __half22float2(v);
-          }
-          x[2 * i] = f.x;
-          x[2 * i + 1] = f.y;
-        }
+                                            static_cast<std::int64_t>(h0 + g) * Tr::kD + ch * 8),
+            x);
       } else {
 #pragma unroll
         for (int i = 0; i < 8; ++i) x[i] = 0.0f;

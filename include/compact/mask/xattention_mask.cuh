@@ -18,6 +18,7 @@
 #include "compact/arch/cp_async.cuh"
 #include "compact/arch/ldmatrix.cuh"
 #include "compact/arch/mma.cuh"
+#include "compact/arch/widen.cuh"
 #include "compact/concepts/mask_source.hpp"
 #include "compact/core/cuda_check.hpp"
 #include "compact/core/dtype.hpp"
@@ -276,27 +277,6 @@ struct Scratch {
   }
 };
 
-/// Widens 8 elements of T packed in a uint4.
-template <class T>
-__device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
-  const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float2 f;
-    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      __nv_bfloat162 v;
-      std::memcpy(&v, &w[i], 4);
-      f = __bfloat1622float2(v);
-    } else {
-      __half2 v;
-      std::memcpy(&v, &w[i], 4);
-      f = __half22float2(v);
-    }
-    x[2 * i] = f.x;
-    x[2 * i + 1] = f.y;
-  }
-}
-
 /// Quantizes 8 entries of a vector whose absmax gave `inv` to bf16 integers, packed in a uint4
 /// (exact::quantize() through its full-rate form, exact::quantize_in_range()).
 __device__ __forceinline__ uint4 quantize8(const float (&x)[8], float inv) {
@@ -324,9 +304,10 @@ __global__ void __launch_bounds__(256)
       batch.q_stride != 0 ? batch.q_stride : std::int64_t{c.num_q_heads} * kD;
   float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   if (valid) {
-    widen8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(batch.q) + token * q_stride +
-                                              static_cast<std::int64_t>(h) * kD + ch * 8),
-              x);
+    arch::widen8<T>(
+        *reinterpret_cast<const uint4*>(static_cast<const T*>(batch.q) + token * q_stride +
+                                        static_cast<std::int64_t>(h) * kD + ch * 8),
+        x);
   }
   float amax = 0.0f;
 #pragma unroll
@@ -518,7 +499,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
       uint4* at = reinterpret_cast<uint4*>(sB + Tr::swizzle(jj, ch) * 8);
       float x[8];
-      widen8<T>(*at, x);
+      arch::widen8<T>(*at, x);
       float amax = 0.0f;
 #pragma unroll
       for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));

@@ -256,12 +256,7 @@ const PrefillResult& run_prefill(const Shape& sh) {
         t.last_select_ms = sel;
         t.last_attn_ms = att;
       }
-      const BlockTables tb = tables(m);
-      std::vector<std::int32_t> indptr(tb.shape.num_tables() + 1);
-      COMPACT_CUDA_CHECK(
-          cudaMemcpy(indptr.data(), tb.indptr, indptr.size() * 4, cudaMemcpyDeviceToHost));
-      const TableDensity d =
-          table_density(c, hb, BlockTables{tb.shape, indptr.data(), nullptr, nullptr});
+      const TableDensity d = table_density(c, hb, tables(m), Space::device);
       t.selected += d.selected;
       t.dense += d.dense;
     }

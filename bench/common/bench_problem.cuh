@@ -169,11 +169,14 @@ inline double attended_pairs(const AttentionConfig& c, const ChunkBatch& host_ba
   const TableShape& s = t.shape;
   for (int b = 0; b < host_batch.num_seqs; ++b) {
     const SeqInfo si = seq_info(host_batch, b);
+    const int n_qb = ceil_div(si.q_len, c.block_q);
     for (int hg = 0; hg < s.head_groups; ++hg) {
       for (int qg = 0; qg < s.q_groups; ++qg) {
         const int table = s.table_index(b, hg, qg);
-        const int t0 = s.per_q_block ? qg * c.block_q : 0;
-        const int t1 = s.per_q_block ? std::min(si.q_len, t0 + c.block_q) : si.q_len;
+        const QBlockRange qbs = s.q_blocks(qg, n_qb, t.split_of(b));
+        if (qbs.size() == 0) continue;
+        const int t0 = qbs.first * c.block_q;
+        const int t1 = std::min(si.q_len, qbs.last * c.block_q);
         for (int e = t.indptr[table]; e < t.indptr[table + 1]; ++e) {
           const long long k0 = static_cast<long long>(t.indices[e]) * s.table_block_tokens;
           const long long k1 = std::min<long long>(k0 + s.table_block_tokens, si.kv_len);

@@ -167,17 +167,12 @@ int prefill(const compact::tools::SyntheticWorkload& w, const compact::Attention
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     total_ms += ms;
-    // Density of this chunk's tables (indptr only).
-    const compact::BlockTables t = sparse.tables_view(ws);
-    std::vector<std::int32_t> indptr(t.shape.num_tables() + 1);
-    layer.alloc.fetch(indptr.data(), t.indptr, indptr.size());
+    // Density of this chunk's tables.
     compact::ChunkBatch hb = batch;
     hb.cu_seqlens_q = layer.cu.data();
     hb.kv_lens = layer.kv.data();
     const double density =
-        compact::table_density(c, hb,
-                               compact::BlockTables{t.shape, indptr.data(), nullptr, nullptr})
-            .ratio();
+        compact::table_density(c, hb, sparse.tables_view(ws), Sparse::space).ratio();
     sum_density += density;
     if (i % sample_every == 0 || last) {
       dense.plan(batch, cache, ws);

@@ -163,13 +163,8 @@ std::vector<__nv_bfloat16> run_on_device(const Engine& engine, const DeviceStep&
   COMPACT_CUDA_CHECK(cudaEventDestroy(start));
   COMPACT_CUDA_CHECK(cudaEventDestroy(stop));
   // Tables live in the workspace on the device: copy them back to count their density.
-  const compact::BlockTables t = engine.tables_view(ws);
-  const int n = t.shape.num_tables();
-  std::vector<std::int32_t> indptr(n + 1);
-  COMPACT_CUDA_CHECK(
-      cudaMemcpy(indptr.data(), t.indptr, indptr.size() * 4, cudaMemcpyDeviceToHost));
-  *density = compact::table_density(step.host.config, step.host.batch(),
-                                    compact::BlockTables{t.shape, indptr.data(), nullptr, nullptr})
+  *density = compact::table_density(step.host.config, step.host.batch(), engine.tables_view(ws),
+                                    compact::Space::device)
                  .ratio();
   std::vector<__nv_bfloat16> host_out(step.host.out_elems());
   COMPACT_CUDA_CHECK(

@@ -159,10 +159,14 @@ class Engine {
     Layout w;
     w.mask = BlockMask::shape_for(config_, limits_);
     w.mask.bits = carver.take<std::uint32_t>(w.mask.num_words());
+    if constexpr (MaskWritesTailHint<Mask>) {
+      w.mask.tail_q_blocks = carver.take<std::int32_t>(limits_.max_batch);
+    }
     w.tables.shape = shape_;
     w.tables.indptr = carver.take<std::int32_t>(shape_.num_tables() + 1);
     w.tables.indices = carver.take<std::int32_t>(shape_.capacity());
     w.tables.last_block_tokens = carver.take<std::int32_t>(shape_.num_tables());
+    if (shape_.tail_split) w.tables.q_split = carver.take<std::int32_t>(limits_.max_batch);
     w.mask_scratch = carver.take_workspace(detail::workspace_bytes_of(mask_, config_, limits_));
     w.union_scratch = carver.take_workspace(detail::workspace_bytes_of(union_, config_, limits_));
     std::size_t exec_bytes = 0;

@@ -72,8 +72,15 @@ void run_case(const Case& k, std::uint64_t salt) {
   const TableShape shape =
       TableShape::make(c, hp.limits, union_heads ? c.group_size() : 1, !union_q);
   std::vector<std::int32_t> indptr(shape.num_tables() + 1), indices(shape.capacity()),
-      last(shape.num_tables());
+      last(shape.num_tables()), split(shape.max_batch, 0);
   BlockTables host_tables{shape, indptr.data(), indices.data(), last.data()};
+  // Tail-split tables (Q-block unions) get a random tail hint on half the cases, so rows run
+  // from two tables per group.
+  std::vector<std::int32_t> tail(hp.limits.max_batch);
+  for (auto& v : tail) v = static_cast<int>(rng() % 4);
+  if (shape.tail_split) host_tables.q_split = split.data();
+  if (shape.tail_split && rng() % 2) mask.tail_q_blocks = tail.data();
+  CAPTURE(mask.tail_q_blocks != nullptr);
   reference::build_tables(UnionArgs{c, hp.limits, hp.batch(), mask, host_tables, {}});
 
   // Device copies; optionally padded rows and an interleaved K/V pool.
@@ -102,8 +109,10 @@ void run_case(const Case& k, std::uint64_t salt) {
     cache.v_pages = kv_pool.get() + page;
     cache.page_stride = 2 * page;
   }
-  test::DeviceBuffer<std::int32_t> d_indptr(indptr), d_indices(indices), d_last(last);
-  const BlockTables tables{shape, d_indptr.get(), d_indices.get(), d_last.get()};
+  test::DeviceBuffer<std::int32_t> d_indptr(indptr), d_indices(indices), d_last(last),
+      d_split(split);
+  BlockTables tables{shape, d_indptr.get(), d_indices.get(), d_last.get()};
+  if (shape.tail_split) tables.q_split = d_split.get();
 
   const test::ReferenceResult ref =
       test::parallel_reference(c, hp.batch(), hp.cache(), &host_tables);

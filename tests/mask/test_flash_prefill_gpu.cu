@@ -105,6 +105,12 @@ test::MaskCensus run_cases(const Mask& mask, std::uint64_t salt) {
     BlockMask hm = shape, dm = shape;
     hm.bits = host_bits.data();
     dm.bits = dev_bits.get();
+    // The tail hint too (poisoned: every live sequence's entry must be written).
+    std::vector<std::int32_t> host_tail(p.limits.max_batch, -9);
+    test::DeviceBuffer<std::int32_t> dev_tail(p.limits.max_batch);
+    dev_tail.fill_bytes(0xab);
+    hm.tail_q_blocks = host_tail.data();
+    dm.tail_q_blocks = dev_tail.get();
     mask.build_host(MaskArgs{c, p.limits, p.batch(), host_cache, hm, {}});
     mask.build_device(
         MaskArgs{c, p.limits, d.batch(), dev_cache, dm, Workspace{scratch.get(), scratch.size()}},
@@ -124,6 +130,12 @@ test::MaskCensus run_cases(const Mask& mask, std::uint64_t salt) {
     CAPTURE(k.bq);
     CAPTURE(k.bk);
     CHECK(mismatches == 0);
+    const std::vector<std::int32_t> got_tail = dev_tail.download();
+    for (int b = 0; b < static_cast<int>(p.kv_lens.size()); ++b) {
+      const int n_qb = ceil_div(p.cu_seqlens[b + 1] - p.cu_seqlens[b], c.block_q);
+      CHECK(host_tail[b] == (p.final_chunk[b] ? std::min(mask.params.last_full_blocks, n_qb) : 0));
+      CHECK(got_tail[b] == host_tail[b]);
+    }
     const test::MaskCensus m = test::census(p, hm);
     CHECK(m.violations == 0);
     total.selected += m.selected;

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "../support/naive.hpp"
 #include "../support/seed.hpp"
 #include "compact/compact.cuh"
 #include "compact/mask/external_mask.cuh"
@@ -481,13 +482,18 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
 }
 
 TEST_CASE(
-    "Engine<FlashPrefillMask, BlockUnion, ReferenceExecutor> plans sparse tables on the host") {
-  const test::HostProblem p = random_problem(9960, 8, 2, 32, 64, 2);
+    "Engine<FlashPrefillMask, BlockUnion, ReferenceExecutor>: sparse tables, and the final chunk's "
+    "dense rows in a tail table of their own") {
+  test::HostProblem p = random_problem(9960, 8, 2, 32, 64, 3);
+  p.final_chunk = {1, 0, 1};
   test::HostSummaries hs = test::summaries_from_scratch(p);
   FlashPrefillParams f = FlashPrefillParams::paper();
   f.alpha = 0.9f;
+  f.last_full_blocks = 2;
   using E = Engine<FlashPrefillMask<>, BlockUnion<>, ReferenceExecutor>;
+  static_assert(MaskWritesTailHint<FlashPrefillMask<>> && !MaskWritesTailHint<DenseMask>);
   const E engine(p.config, p.limits, FlashPrefillMask<>(f));
+  REQUIRE(engine.table_shape().tail_split);
   std::vector<std::byte> storage(engine.workspace_bytes() + kWorkspaceAlignment);
   void* base = storage.data();
   std::size_t space = storage.size();
@@ -495,8 +501,74 @@ TEST_CASE(
   const Workspace ws{base, engine.workspace_bytes()};
   PagedKV cache = p.cache();
   cache.summaries = hs.view;
+  std::vector<std::uint16_t> o(p.out_elems(), 0xffff);  // NaN poison
+  std::vector<float> lse(static_cast<std::size_t>(p.cu_seqlens.back()) * p.config.num_q_heads, NAN);
   engine.plan(p.batch(), cache, ws);
-  const TableDensity d = table_density(p.config, p.batch(), engine.tables_view(ws));
-  CHECK(d.selected <= d.dense);
-  CHECK(test::census(p, engine.mask_view(ws)).violations == 0);
+  engine.run(p.batch(), cache, ws, AttentionOutput{o.data(), lse.data()});
+  const BlockMask mask = engine.mask_view(ws);
+  const BlockTables tables = engine.tables_view(ws);
+  CHECK(test::census(p, mask).violations == 0);
+  const TableDensity d = table_density(p.config, p.batch(), tables);
+  CHECK(d.selected < d.dense);
+
+  const AttentionConfig& c = p.config;
+  const TableShape& shape = tables.shape;
+  int tails = 0;
+  for (int b = 0; b < 3; ++b) {
+    const SeqInfo si = seq_info(p.batch(), b);
+    const int n_qb = ceil_div(si.q_len, c.block_q);
+    const int hint = p.final_chunk[b] ? std::min(2, n_qb) : 0;
+    CAPTURE(b);
+    REQUIRE(mask.tail_q_blocks[b] == hint);
+    REQUIRE(tables.q_split[b] == n_qb - hint);
+    tails += hint > 0;
+    for (int hg = 0; hg < shape.head_groups; ++hg) {
+      // The tail table holds every block its rows see (they keep every block); the head table
+      // exactly the union of the other rows.
+      const int tail_table = shape.table_index(b, hg, 1);
+      const int tail_entries = tables.indptr[tail_table + 1] - tables.indptr[tail_table];
+      CHECK(tail_entries == (hint > 0 ? ceil_div(si.kv_len, shape.table_block_tokens) : 0));
+      const int head_table = shape.table_index(b, hg, 0);
+      std::vector<int> want;
+      for (int kb = 0; kb < ceil_div(si.kv_len, c.block_k); ++kb) {
+        bool on = false;
+        for (int h = hg * shape.heads_per_table; h < (hg + 1) * shape.heads_per_table; ++h) {
+          for (int qb = 0; qb < n_qb - hint; ++qb) on = on || mask.test(b, h, qb, kb);
+        }
+        const int e = kb * c.block_k / shape.table_block_tokens;
+        if (on && (want.empty() || want.back() != e)) want.push_back(e);
+      }
+      const std::vector<int> got(tables.indices + tables.indptr[head_table],
+                                 tables.indices + tables.indptr[head_table + 1]);
+      CHECK(got == want);
+    }
+  }
+  CHECK(tails == 2);
+
+  // The output is attention over each row's own partition's union, from the definition.
+  const test::NaiveResult naive = test::naive_attention(p, [&](int b, int h, int t, int j) {
+    const int n_qb = ceil_div(p.cu_seqlens[b + 1] - p.cu_seqlens[b], c.block_q);
+    const int split = n_qb - (p.final_chunk[b] ? std::min(2, n_qb) : 0);
+    const bool tail = t / c.block_q >= split;
+    const int g = h / shape.heads_per_table, e = j / shape.table_block_tokens;
+    for (int hh = g * shape.heads_per_table; hh < (g + 1) * shape.heads_per_table; ++hh) {
+      for (int qb = tail ? split : 0; qb < (tail ? n_qb : split); ++qb) {
+        for (int kb = e * shape.table_block_tokens / c.block_k;
+             kb < std::min((e + 1) * shape.table_block_tokens / c.block_k,
+                           ceil_div(p.kv_lens[b], c.block_k));
+             ++kb) {
+          if (mask.test(b, hh, qb, kb)) return true;
+        }
+      }
+    }
+    return false;
+  });
+  double worst = 0;
+  for (std::size_t i = 0; i < o.size(); ++i) {
+    const double got = load_float(o.data(), c.dtype, i);
+    REQUIRE(!std::isnan(got));
+    worst = std::max(worst, std::abs(got - naive.o[i]) / (1.0 + std::abs(naive.o[i])));
+  }
+  CHECK(worst < 8e-3);  // one bf16 rounding of the output
+  for (std::size_t i = 0; i < lse.size(); ++i) REQUIRE(std::abs(lse[i] - naive.lse[i]) < 1e-4);
 }

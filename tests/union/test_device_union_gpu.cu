@@ -51,22 +51,39 @@ long long first_mismatch(const std::vector<std::int32_t>& a, const std::vector<s
 
 /// The host reference tables of one step.
 struct HostTables {
-  std::vector<std::int32_t> indptr, indices, last;
+  std::vector<std::int32_t> indptr, indices, last, split;
   explicit HostTables(const TableShape& s)
-      : indptr(s.num_tables() + 1, -7), indices(s.capacity(), -7), last(s.num_tables(), -7) {}
+      : indptr(s.num_tables() + 1, -7),
+        indices(s.capacity(), -7),
+        last(s.num_tables(), -7),
+        split(s.max_batch, -7) {}
   BlockTables view(const TableShape& s) {
-    return BlockTables{s, indptr.data(), indices.data(), last.data()};
+    BlockTables v{s, indptr.data(), indices.data(), last.data()};
+    if (s.tail_split) v.q_split = split.data();
+    return v;
   }
 };
+
+/// A tail hint (BlockMask::tail_q_blocks) for half the masks, out-of-range values included,
+/// derived from the mask's random bits; empty for no hint.
+std::vector<std::int32_t> tail_hint_for(const std::vector<std::uint32_t>& bits, int max_batch) {
+  std::vector<std::int32_t> hint;
+  if (bits.empty() || (bits[bits.size() / 2] & 2u) == 0) return hint;
+  for (int b = 0; b < max_batch; ++b) {
+    hint.push_back(static_cast<int>(bits[(b * 7919u) % bits.size()] % 7u) - 2);
+  }
+  return hint;
+}
 
 /// Device lengths, mask, tables and workspace of one step. The workspace is exactly
 /// workspace_bytes() long, followed by guard bytes that must survive.
 struct DeviceUnion {
   TableShape shape;
   std::size_t ws_bytes = 0;
-  test::DeviceBuffer<std::int32_t> cu_seqlens, kv_lens, indptr, indices, last;
+  test::DeviceBuffer<std::int32_t> cu_seqlens, kv_lens, indptr, indices, last, split, tail;
   test::DeviceBuffer<std::uint32_t> bits;
   test::DeviceBuffer<std::uint8_t> ws;
+  std::vector<std::int32_t> hint;  ///< The mask's tail hint on the host (empty: none).
 
   template <class U>
   DeviceUnion(const U& u, const test::UnionStep& step)
@@ -77,13 +94,22 @@ struct DeviceUnion {
         indptr(shape.num_tables() + 1),
         indices(shape.capacity()),
         last(shape.num_tables()),
+        split(shape.max_batch),
+        tail(shape.max_batch),
         bits(BlockMask::shape_for(step.config, step.limits).num_words()),
         ws(ws_bytes + kGuardBytes) {}
 
+  /// Uploads the mask bits and (when not empty) a tail hint.
+  void set_mask(const std::vector<std::uint32_t>& mask_bits, std::vector<std::int32_t> tail_hint) {
+    bits.upload(mask_bits);
+    hint = std::move(tail_hint);
+    if (!hint.empty()) tail.upload(hint);
+  }
   void poison() {
     indptr.fill_bytes(0xff);
     indices.fill_bytes(0xff);
     last.fill_bytes(0xff);
+    split.fill_bytes(0xff);
     ws.fill_bytes(kGuardByte);  // stale bitmaps full of set bits, and the guard
   }
   UnionArgs args(const test::UnionStep& step) const {
@@ -92,12 +118,10 @@ struct DeviceUnion {
     batch.kv_lens = kv_lens.get();
     BlockMask mask = BlockMask::shape_for(step.config, step.limits);
     mask.bits = bits.get();
-    return UnionArgs{step.config,
-                     step.limits,
-                     batch,
-                     mask,
-                     BlockTables{shape, indptr.get(), indices.get(), last.get()},
-                     Workspace{ws.get(), ws_bytes}};
+    if (!hint.empty()) mask.tail_q_blocks = tail.get();
+    BlockTables tables{shape, indptr.get(), indices.get(), last.get()};
+    if (shape.tail_split) tables.q_split = split.get();
+    return UnionArgs{step.config, step.limits, batch, mask, tables, Workspace{ws.get(), ws_bytes}};
   }
 };
 
@@ -112,9 +136,19 @@ void check_equal(const test::UnionStep& step, const std::vector<std::uint32_t>& 
   std::vector<std::uint32_t> bits = mask_bits;
   BlockMask mask = BlockMask::shape_for(step.config, step.limits);
   mask.bits = bits.data();
+  std::vector<std::int32_t> hint = d.hint;
+  if (!hint.empty()) mask.tail_q_blocks = hint.data();
   reference::build_tables(
       UnionArgs{step.config, step.limits, step.batch(), mask, want.view(s), {}});
   const std::size_t total = static_cast<std::size_t>(want.indptr[s.num_tables()]);
+  if (s.tail_split) {
+    const std::vector<std::int32_t> split = d.split.download();
+    const long long bad_split = first_mismatch(split, want.split, split.size());
+    INFO("q_split mismatch at sequence ", bad_split, ": device ",
+         bad_split >= 0 ? split[bad_split] : 0, ", host ",
+         bad_split >= 0 ? want.split[bad_split] : 0, " (hint given: ", !hint.empty(), ")");
+    REQUIRE(bad_split == -1);
+  }
 
   const std::vector<std::int32_t> indptr = d.indptr.download();
   const std::vector<std::int32_t> last = d.last.download();
@@ -156,7 +190,7 @@ template <class U>
 void check_union(const U& u, const test::UnionStep& step, const std::vector<std::uint32_t>& bits,
                  cudaStream_t stream) {
   DeviceUnion d(u, step);
-  d.bits.upload(bits);
+  d.set_mask(bits, tail_hint_for(bits, step.limits.max_batch));
   d.poison();
   u.build_device(d.args(step), stream);
   COMPACT_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -366,6 +400,9 @@ TEST_CASE("the passes replay from a CUDA graph with new lengths and masks") {
   test::UnionStep step = random_step(c, num_seqs, 1024, 65536, rng);
   const BlockUnion<> u{};
   DeviceUnion d(u, step);
+  // A tail hint from the start, so its pointer is part of the captured launches.
+  d.set_mask(std::vector<std::uint32_t>(d.bits.size(), 0u),
+             std::vector<std::int32_t>(step.limits.max_batch, 1));
   cudaStream_t stream;
   COMPACT_CUDA_CHECK(cudaStreamCreate(&stream));
   cudaGraph_t graph;
@@ -380,8 +417,10 @@ TEST_CASE("the passes replay from a CUDA graph with new lengths and masks") {
     next.limits = step.limits;
     const std::vector<std::uint32_t> bits =
         test::make_union_mask(next, test::MaskKind::structured, 0.1 * replay, rng);
+    std::vector<std::int32_t> hint(step.limits.max_batch);
+    for (auto& v : hint) v = static_cast<int>(rng() % 4);
     d.poison();
-    d.bits.upload(bits);
+    d.set_mask(bits, hint);
     d.cu_seqlens.upload(next.cu_seqlens);
     d.kv_lens.upload(next.kv_lens);
     COMPACT_CUDA_CHECK(cudaGraphLaunch(exec, stream));

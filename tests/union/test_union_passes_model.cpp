@@ -31,9 +31,11 @@ std::uint32_t naive_entry_word(const std::uint32_t* u, int r) {
 }
 
 struct Tables {
-  std::vector<std::int32_t> indptr, indices, last;
+  std::vector<std::int32_t> indptr, indices, last, split;
   BlockTables view(const TableShape& s) {
-    return BlockTables{s, indptr.data(), indices.data(), last.data()};
+    BlockTables v{s, indptr.data(), indices.data(), last.data()};
+    if (s.tail_split) v.q_split = split.data();
+    return v;
   }
 };
 
@@ -50,6 +52,7 @@ void model_passes(const UnionArgs& a, int step_words) {
   bool in_bounds = true;
   for (int table = 0; table < tables; ++table) {  // count pass
     const TableRows t = table_rows(p, table);
+    if (p.q_split != nullptr && table % p.shape.tables_per_seq() == 0) p.q_split[t.b] = t.q_split;
     p.indptr[table] = 0;
     p.last_block_tokens[table] = 0;
     if (t.empty()) continue;
@@ -169,6 +172,9 @@ TEST_CASE("host model of the device passes equals the host reference on random m
     std::vector<std::uint32_t> bits = test::make_union_mask(step, kind, u * u, rng);
     BlockMask mask = BlockMask::shape_for(c, step.limits);
     mask.bits = bits.data();
+    std::vector<std::int32_t> tail;  // a tail hint on half the masks, out-of-range values included
+    for (int b = 0; b < step.limits.max_batch; ++b) tail.push_back(static_cast<int>(rng() % 7) - 2);
+    if (rng() % 2) mask.tail_q_blocks = tail.data();
     const bool union_q = rng() % 2, union_heads = rng() % 2;
     const TableShape shape =
         TableShape::make(c, step.limits, union_heads ? c.group_size() : 1, !union_q);
@@ -177,6 +183,7 @@ TEST_CASE("host model of the device passes equals the host reference on random m
       t->indptr.assign(shape.num_tables() + 1, -7);
       t->indices.assign(shape.capacity(), -7);
       t->last.assign(shape.num_tables(), -7);
+      t->split.assign(step.limits.max_batch, -7);
     }
     const ChunkBatch batch = step.batch();
     reference::build_tables(UnionArgs{c, step.limits, batch, mask, want.view(shape), {}});
@@ -192,5 +199,6 @@ TEST_CASE("host model of the device passes equals the host reference on random m
     REQUIRE(got.indptr == want.indptr);
     REQUIRE(got.last == want.last);
     REQUIRE(got.indices == want.indices);
+    REQUIRE(got.split == want.split);
   }
 }

@@ -289,7 +289,7 @@ inline void evaluate_rows(const AttentionConfig& c, const Layer& layer, const Kv
         const RowReference& ref = refs[i];
         // Executed selection: the row's table, entries widened to Bk blocks.
         std::fill(sel.begin(), sel.end(), 0);
-        const int table = shape.table_of(0, h, t);
+        const int table = cv.tables.table_of(0, h, t);
         for (int e = cv.tables.indptr[table]; e < cv.tables.indptr[table + 1]; ++e) {
           for (int kb = cv.tables.indices[e] * per_entry;
                kb < (cv.tables.indices[e] + 1) * per_entry; ++kb) {

@@ -413,7 +413,7 @@ struct HostWorkspace {
 /// Host copies of a mask and of tables (views point into them).
 struct HostPlan {
   std::vector<std::uint32_t> bits;
-  std::vector<std::int32_t> indptr, indices, last;
+  std::vector<std::int32_t> indptr, indices, last, split, tail;
   BlockMask mask;
   BlockTables tables;
 };
@@ -469,6 +469,18 @@ void download_plan(const BlockMask& m, const BlockTables& t, HostPlan& h) {
   COMPACT_CUDA_CHECK(
       cudaMemcpy(h.last.data(), t.last_block_tokens, h.last.size() * 4, cudaMemcpyDeviceToHost));
   h.tables = BlockTables{t.shape, h.indptr.data(), h.indices.data(), h.last.data()};
+  if (t.q_split != nullptr) {
+    h.split.resize(t.shape.max_batch);
+    COMPACT_CUDA_CHECK(
+        cudaMemcpy(h.split.data(), t.q_split, h.split.size() * 4, cudaMemcpyDeviceToHost));
+    h.tables.q_split = h.split.data();
+  }
+  if (m.tail_q_blocks != nullptr) {
+    h.tail.resize(m.max_batch);
+    COMPACT_CUDA_CHECK(
+        cudaMemcpy(h.tail.data(), m.tail_q_blocks, h.tail.size() * 4, cudaMemcpyDeviceToHost));
+    h.mask.tail_q_blocks = h.tail.data();
+  }
 }
 
 /// Host copy of a host plan's views (the engine's workspace is reused by the next chunk).
@@ -480,6 +492,14 @@ void copy_plan(const BlockMask& m, const BlockTables& t, HostPlan& h) {
   h.indices.assign(t.indices, t.indices + t.shape.capacity());
   h.last.assign(t.last_block_tokens, t.last_block_tokens + t.shape.num_tables());
   h.tables = BlockTables{t.shape, h.indptr.data(), h.indices.data(), h.last.data()};
+  if (t.q_split != nullptr) {
+    h.split.assign(t.q_split, t.q_split + t.shape.max_batch);
+    h.tables.q_split = h.split.data();
+  }
+  if (m.tail_q_blocks != nullptr) {
+    h.tail.assign(m.tail_q_blocks, m.tail_q_blocks + m.max_batch);
+    h.mask.tail_q_blocks = h.tail.data();
+  }
 }
 
 /// Dense tables for the reference run: every entry of the chunk's KV range, one table per group

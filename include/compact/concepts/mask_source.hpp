@@ -14,7 +14,9 @@ namespace compact {
 /// A mask source that runs on the host: `void build_host(const MaskArgs&) const` writes
 /// args.mask from host-resident inputs.
 template <class M>
-concept HostMaskSource = requires(const M& m, const MaskArgs& a) { m.build_host(a); };
+concept HostMaskSource = requires(const M& m, const MaskArgs& a) {
+  m.build_host(a);
+};
 
 /// A mask source that runs on the device: `void build_device(const MaskArgs&, cudaStream_t)
 /// const` enqueues the kernels that write args.mask, without allocating or synchronizing.
@@ -22,6 +24,14 @@ template <class M>
 concept DeviceMaskSource = requires(const M& m, const MaskArgs& a, cudaStream_t s) {
   m.build_device(a, s);
 };
+
+/// A mask source that writes BlockMask::tail_q_blocks (`static constexpr bool kWritesTailHint =
+/// true`): the Engine then gives it a hint array, and tail-split unions act on it.
+template <class M>
+concept MaskWritesTailHint = requires {
+  { M::kWritesTailHint } -> std::convertible_to<bool>;
+}
+&&static_cast<bool>(M::kWritesTailHint);
 
 /// A block-sparse estimator: Q chunk + paged K cache -> 2D block mask per query head.
 ///
@@ -31,6 +41,6 @@ concept DeviceMaskSource = requires(const M& m, const MaskArgs& a, cudaStream_t 
 /// to validate hyperparameters once. The always-on rules (the chunk's own causal blocks) and the
 /// never-on rule (blocks in a query block's future) are the mask source's duty.
 template <class M>
-concept MaskSource = std::copy_constructible<M> && (HostMaskSource<M> || DeviceMaskSource<M>);
+concept MaskSource = std::copy_constructible<M> &&(HostMaskSource<M> || DeviceMaskSource<M>);
 
 }  // namespace compact

@@ -23,6 +23,12 @@ struct BlockMask {
   int num_heads = 0;              ///< Hq.
   int max_q_blocks = 0;           ///< Rows per (sequence, head).
   int words_per_row = 0;          ///< Words per row.
+  /// Optional [max_batch] hint, written by mask sources that declare kWritesTailHint: how many
+  /// of the chunk's last query blocks of sequence b select far more than the others (e.g.
+  /// FlashPrefill's final-chunk rows, which keep every block). Tail-split unions give those rows
+  /// a table of their own. Any value is correct (it only moves rows between two tables);
+  /// values are clamped to [0, query blocks]. Null: no hint.
+  std::int32_t* tail_q_blocks = nullptr;
 
   /// The layout for a config and limits (bits left null).
   static BlockMask shape_for(const AttentionConfig& c, const PlanLimits& l) {
@@ -49,6 +55,12 @@ struct BlockMask {
   /// Whether KV block kb of row (b, h, qb) is selected.
   COMPACT_HOST_DEVICE bool test(int b, int h, int qb, int kb) const {
     return (row(b, h, qb)[kb >> 5] >> (kb & 31)) & 1u;
+  }
+  /// First query block of sequence b's hinted tail: n_qb minus the hint clamped to [0, n_qb], or
+  /// n_qb (no tail) without a hint. Reads tail_q_blocks where it lives.
+  COMPACT_HOST_DEVICE int tail_begin(int b, int n_qb) const {
+    if (tail_q_blocks == nullptr || n_qb <= 0) return n_qb;
+    return n_qb - max_of(0, min_of(tail_q_blocks[b], n_qb));
   }
   /// Host-side convenience for building masks by hand (not thread-safe).
   void set(int b, int h, int qb, int kb) const { row(b, h, qb)[kb >> 5] |= 1u << (kb & 31); }

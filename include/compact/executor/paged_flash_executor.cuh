@@ -131,6 +131,7 @@ struct PagedFlashExecutor {
             "configure() before run() (the Engine does this at construction)");
     require(a.tables.shape.heads_per_table == shape_.heads_per_table &&
                 a.tables.shape.per_q_block == shape_.per_q_block &&
+                a.tables.shape.tail_split == shape_.tail_split &&
                 a.tables.shape.max_batch == shape_.max_batch,
             "tables.shape", "a different table layout", "the shape given to configure()");
     paged_flash::Params p = make_params(a);
@@ -179,7 +180,9 @@ struct PagedFlashExecutor {
   static constexpr int kTileTokens = 64;  // the kBlockN of every tile shape in tile_sizes.hpp
 
   int heuristic_splits(const PlanLimits& l, const TableShape& shape) const {
-    const long long ctas = static_cast<long long>(shape.num_tables()) * m_tiles_;
+    // A tail split's two tables share their rows, so they count once.
+    const long long ctas =
+        static_cast<long long>(shape.max_batch) * shape.row_groups_per_seq() * m_tiles_;
     if (ctas >= paged_flash::kFillTarget * cta_slots_) return 1;
     const int max_tiles = ceil_div(l.max_kv_len, kTileTokens);
     const long long want = ceil_div(static_cast<long long>(cta_slots_), ctas);
@@ -216,10 +219,13 @@ struct PagedFlashExecutor {
     p.head_groups = shape_.head_groups;
     p.q_groups = shape_.q_groups;
     p.per_q_block = shape_.per_q_block ? 1 : 0;
+    p.tail_split = shape_.tail_split ? 1 : 0;
+    p.q_split = shape_.tail_split ? a.tables.q_split : nullptr;
     p.block_q = c.block_q;
     p.table_block_tokens = shape_.table_block_tokens;
     p.tiles_per_entry_shift = log2_of(shape_.table_block_tokens / kTileTokens);
     p.m_tiles_per_table = m_tiles_;
+    p.num_tables = shape_.num_tables();
     p.num_splits = num_splits_;
     p.scale_log2 = c.scale() * 1.4426950408889634f;
     if (num_splits_ > 1) {

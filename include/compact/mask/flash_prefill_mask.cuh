@@ -177,6 +177,13 @@ COMPACT_HOST_DEVICE inline bool group_forced(const FlashPrefillParams& p, const 
   return false;
 }
 
+/// BlockMask::tail_q_blocks of a sequence: the final chunk's last-full query blocks (which keep
+/// every block), else none.
+COMPACT_HOST_DEVICE inline int tail_hint(const FlashPrefillParams& p, int num_q_blocks,
+                                         bool final_chunk) {
+  return final_chunk ? min_of(max_of(p.last_full_blocks, 0), num_q_blocks) : 0;
+}
+
 /// Score of a block from its row maximum m (log2 domain) and fixed-point sum F, relative to the
 /// row's overall maximum M: F * 2^(m - M). -1 marks an unscored block (m = -inf).
 COMPACT_HOST_DEVICE inline float block_score(float m, std::uint32_t f, float row_max) {
@@ -561,6 +568,10 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   const int b = y / c.num_kv_heads;
   if (b >= p.batch.num_seqs) return;
   const SeqInfo s = seq_info(p.batch, b);
+  if (p.mask.tail_q_blocks != nullptr && qb == 0 && hc == 0 && kvh == 0 && threadIdx.x == 0) {
+    p.mask.tail_q_blocks[b] = tail_hint(
+        p.fp, ceil_div(s.q_len, Bq), p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0);
+  }
   if (qb * Bq >= s.q_len) return;
   const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
   const int rows = min_of(Bq, s.q_len - qb * Bq);
@@ -1089,6 +1100,9 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 template <class Score = MeanKeyScore>
 struct FlashPrefillMask {
   FlashPrefillParams params{};  ///< Hyperparameters, validated by configure().
+  /// Writes BlockMask::tail_q_blocks (when given): the final chunk's last_full_blocks, whose rows
+  /// keep every block, so a tail-split union runs them apart from the chunk's other rows.
+  static constexpr bool kWritesTailHint = true;
 
   FlashPrefillMask() = default;  ///< Default hyperparameters.
   /// A mask with hyperparameters `p`.
@@ -1106,6 +1120,13 @@ struct FlashPrefillMask {
   void build_host(const MaskArgs& a) const {
     check(a, Space::host);
     flash_prefill::build_host<Score::kBound>(a, params);
+    if (a.mask.tail_q_blocks == nullptr) return;
+    for (int b = 0; b < a.batch.num_seqs; ++b) {
+      const SeqInfo s = seq_info(a.batch, b);
+      const bool final_chunk = a.batch.final_chunk != nullptr && a.batch.final_chunk[b] != 0;
+      a.mask.tail_q_blocks[b] =
+          flash_prefill::tail_hint(params, ceil_div(s.q_len, a.config.block_q), final_chunk);
+    }
   }
 
   /// Device build: two launches with grids fixed by the limits, no allocation, no sync.

@@ -32,7 +32,7 @@ inline void visible_keys(const SeqInfo& s, int b, int h, int t, int table_block_
     ranges.push_back({0, qpos + 1});
     return;
   }
-  const int table = tables->shape.table_of(b, h, t);
+  const int table = tables->table_of(b, h, t);
   for (int e = tables->indptr[table]; e < tables->indptr[table + 1]; ++e) {
     const int begin = tables->indices[e] * table_block_tokens;
     const int end = std::min(begin + table_block_tokens, qpos + 1);

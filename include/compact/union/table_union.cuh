@@ -21,6 +21,12 @@ namespace compact {
 /// One union strategy family: OR the mask over the query blocks of the chunk (kUnionQBlocks)
 /// and/or over the heads of an execution group (kUnionHeads), then round to table blocks.
 ///
+/// Unions over query blocks split off a tail: when the mask hints that its last query blocks
+/// select far more than the rest (BlockMask::tail_q_blocks, e.g. FlashPrefill's final chunk)
+/// and the tables have a q_split array, those rows get a second table, so they do not make the
+/// other rows' table dense. Without a hint (or without q_split) the tail table is empty and
+/// every row shares one table, as in the paper.
+///
 /// Every grouping runs the same host reference and the same device passes; only the TableShape
 /// differs. The device build (build_device) enqueues three kernels (count, scan, emit; see
 /// union/device/union_kernels.cuh) whose grids depend only on the limits, reads the lengths on
@@ -58,9 +64,9 @@ struct TableUnion {
     const TableShape& got = a.tables.shape;
     require(
         got.heads_per_table == want.heads_per_table && got.per_q_block == want.per_q_block &&
-            got.num_heads == want.num_heads && got.q_groups == want.q_groups &&
-            got.block_q == want.block_q && got.max_batch == want.max_batch &&
-            got.table_block_tokens == want.table_block_tokens &&
+            got.tail_split == want.tail_split && got.num_heads == want.num_heads &&
+            got.q_groups == want.q_groups && got.block_q == want.block_q &&
+            got.max_batch == want.max_batch && got.table_block_tokens == want.table_block_tokens &&
             got.max_entries == want.max_entries,
         "union args.tables.shape",
         detail::cat("{heads_per_table ", got.heads_per_table, ", max_batch ", got.max_batch, "}"),

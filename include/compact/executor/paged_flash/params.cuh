@@ -39,12 +39,15 @@ struct Params {
   int head_groups;                        ///< TableShape::head_groups.
   int q_groups;                           ///< TableShape::q_groups.
   int per_q_block;                        ///< TableShape::per_q_block, as 0 or 1.
+  int tail_split;                         ///< TableShape::tail_split, as 0 or 1.
+  const std::int32_t* q_split;            ///< BlockTables::q_split (null: no tail table).
   int block_q;                            ///< Bq.
   int table_block_tokens;                 ///< Tokens per table entry.
   int tiles_per_entry_shift;              ///< log2(table_block_tokens / kBlockN).
 
   // Schedule.
   int m_tiles_per_table;  ///< Row tiles (kBlockM packed rows each) per table.
+  int num_tables;         ///< Tables of the layout (TableShape::num_tables()).
   int num_splits;         ///< CTAs each table's KV tiles are split across (1: no split).
   float scale_log2;       ///< Softmax scale * log2(e).
 

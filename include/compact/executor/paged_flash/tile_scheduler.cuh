@@ -48,9 +48,21 @@ struct TileScheduler {
     w.m_tile = static_cast<int>(block % p.m_tiles_per_table);
     const long long rest = block / p.m_tiles_per_table;
     w.split = static_cast<int>(rest % p.num_splits);
-    w.table = static_cast<int>(rest / p.num_splits);
-    w.qg = w.table % p.q_groups;
-    const int bh = w.table / p.q_groups;
+    const int slot = static_cast<int>(rest / p.num_splits);
+    int bh = 0;
+    if (p.tail_split) {
+      // Every tail table before every head table: on a final chunk the tail rows attend to
+      // everything and are the longest tiles, so they start first (longest processing time
+      // first); elsewhere the tail tiles are empty and leave at once.
+      const int pairs = p.num_tables / 2;
+      w.qg = slot < pairs ? 1 : 0;
+      bh = slot < pairs ? slot : slot - pairs;
+      w.table = bh * 2 + w.qg;
+    } else {
+      w.table = slot;
+      w.qg = w.table % p.q_groups;
+      bh = w.table / p.q_groups;
+    }
     w.hg = bh % p.head_groups;
     w.b = bh / p.head_groups;
     return w;
@@ -64,6 +76,14 @@ struct TileScheduler {
     if (p.per_q_block) {
       m.token_begin = w.qg * p.block_q;
       m.tokens = max_of(0, min_of(p.block_q, chunk_len - m.token_begin));
+    } else if (p.tail_split) {
+      // Rows before the split in table qg 0, from it on in qg 1 (no q_split: all in qg 0).
+      const int n_qb = ceil_div(chunk_len, p.block_q);
+      const int cut = p.q_split != nullptr
+                          ? min_of(min_of(max_of(p.q_split[w.b], 0), n_qb) * p.block_q, chunk_len)
+                          : chunk_len;
+      m.token_begin = w.qg == 0 ? 0 : cut;
+      m.tokens = w.qg == 0 ? cut : chunk_len - cut;
     } else {
       m.token_begin = 0;
       m.tokens = chunk_len;

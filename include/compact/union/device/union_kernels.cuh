@@ -51,6 +51,10 @@ __global__ void __launch_bounds__(Tuning::kThreads) union_count_kernel(UnionPara
 
   const int table = static_cast<int>(blockIdx.x);
   const TableRows t = table_rows(p, table);
+  // The first table of each sequence publishes its tail split for the executor.
+  if (p.q_split != nullptr && threadIdx.x == 0 && table % p.shape.tables_per_seq() == 0) {
+    p.q_split[t.b] = t.q_split;
+  }
   if (t.empty()) {  // uniform over the CTA
     if (threadIdx.x == 0) {
       p.indptr[table] = 0;

@@ -28,6 +28,10 @@ struct UnionParams {
   std::int32_t* indptr = nullptr;   ///< [num_tables + 1]: counts after the count pass, then CSR.
   std::int32_t* indices = nullptr;  ///< BlockTables::indices (out).
   std::int32_t* last_block_tokens = nullptr;  ///< BlockTables::last_block_tokens (out).
+  /// BlockTables::q_split (out; null without a tail split). The count pass writes it.
+  std::int32_t* q_split = nullptr;
+  /// The tail split is live: shape.tail_split and both BlockMask::tail_q_blocks and q_split given.
+  bool split_tail = false;
   /// Workspace: the entry bitmap of every table, entry_words_per_table words each.
   std::uint32_t* entry_bits = nullptr;
   int entry_words_per_table = 0;  ///< Words of one table's entry bitmap.
@@ -48,6 +52,8 @@ struct UnionParams {
     p.indptr = a.tables.indptr;
     p.indices = a.tables.indices;
     p.last_block_tokens = a.tables.last_block_tokens;
+    p.q_split = a.tables.shape.tail_split ? a.tables.q_split : nullptr;
+    p.split_tail = p.q_split != nullptr && a.mask.tail_q_blocks != nullptr;
     p.entry_bits = entry_bits;
     p.entry_words_per_table = entry_words_per_table;
     return p;
@@ -68,6 +74,7 @@ struct TableRows {
   int num_kv_blocks = 0;    ///< ceil(L_b / Bk): bits at or past it are garbage.
   int num_words = 0;        ///< Mask words holding those blocks.
   int num_entry_words = 0;  ///< Words of the table's entry bitmap: ceil(ceil(L_b / T) / 32).
+  int q_split = 0;          ///< The sequence's first tail query block (BlockTables::q_split).
 
   /// Mask rows the table ORs.
   COMPACT_HOST_DEVICE int rows() const { return num_heads * num_qb; }
@@ -80,6 +87,12 @@ struct TableRows {
     return m.row_offset(b, first_head + i, qb_begin + (j - i * num_qb));
   }
 };
+
+/// First query block of sequence b's tail table (see reference::tail_split_point); n_qb when the
+/// split is not live.
+COMPACT_HOST_DEVICE inline int split_point(const UnionParams& p, int b, int n_qb) {
+  return p.split_tail ? p.mask.tail_begin(b, n_qb) : n_qb;
+}
 
 /// Decodes table index `table` (TableShape::table_index order) and reads its sequence's lengths,
 /// only for sequences < num_seqs (the length arrays hold no more).
@@ -94,8 +107,11 @@ COMPACT_HOST_DEVICE inline TableRows table_rows(const UnionParams& p, int table)
   if (t.b >= p.num_seqs) return t;
   const int q_len = max_of(p.cu_seqlens_q[t.b + 1] - p.cu_seqlens_q[t.b], 0);
   const int n_qb = min_of(ceil_div(q_len, s.block_q), p.mask.max_q_blocks);
+  t.q_split = split_point(p, t.b, n_qb);
+  const QBlockRange qbs = s.q_blocks(qg, n_qb, t.q_split);
   t.num_heads = s.heads_per_table;
-  t.num_qb = s.per_q_block ? (qg < n_qb ? 1 : 0) : n_qb;
+  t.qb_begin = qbs.first;
+  t.num_qb = qbs.size();
   t.kv_len = min_of(max_of(p.kv_lens[t.b], 0), p.max_kv_len);
   t.num_kv_blocks = ceil_div(t.kv_len, p.block_k);
   t.num_words = ceil_div(t.num_kv_blocks, 32);

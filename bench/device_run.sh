@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device-machine call: build, GPU tests, benchmarks, peers, merged results.
 #   bench/device_run.sh STAGE...
-# Stages: tests, examples, executor, union, mask, prefill, peers, replay (or all); "build" also
+# Stages: tests, examples, executor, union, mask, prefill, peers (per-chunk SDPA and FlexAttention),
+# totals (whole-prompt SDPA sums for the prefill comparison), replay (or all); "build" also
 # builds the targets of every stage (so that a later call on the same warm machine only runs).
 # Logs and JSON go to $OUT (the device tool's folder; ./out elsewhere). Builds for sm_90a only, to
 # save compile time.
@@ -11,7 +12,7 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 stages=" $* "
-[[ "$stages" == *" all "* ]] && stages=" tests examples executor union mask prefill peers replay "
+[[ "$stages" == *" all "* ]] && stages=" tests examples executor union mask prefill peers totals replay "
 has() { [[ "$stages" == *" $1 "* ]]; }
 build_all=0
 has build && build_all=1
@@ -78,6 +79,8 @@ if has peers; then
     PYTHONUNBUFFERED=1 python3 bench/peers.py --preset $preset --kv-lens 32768,65536,131072 \
       --chunk 1024 --flex-selection "$flex" --out "$OUT/peers_$preset.json" 2>&1 | tail -12
   done
+fi
+if has totals; then
   # Whole-prompt totals (every chunk of the prefill) for the chunked-prefill comparison.
   for spec in tp2:32768 tp2:65536 tp2:131072 tp1:131072; do
     PYTHONUNBUFFERED=1 python3 bench/peers.py --preset "${spec%%:*}" --prefill-total "${spec##*:}" \

@@ -14,9 +14,7 @@ namespace compact {
 /// A mask source that runs on the host: `void build_host(const MaskArgs&) const` writes
 /// args.mask from host-resident inputs.
 template <class M>
-concept HostMaskSource = requires(const M& m, const MaskArgs& a) {
-  m.build_host(a);
-};
+concept HostMaskSource = requires(const M& m, const MaskArgs& a) { m.build_host(a); };
 
 /// A mask source that runs on the device: `void build_device(const MaskArgs&, cudaStream_t)
 /// const` enqueues the kernels that write args.mask, without allocating or synchronizing.
@@ -25,13 +23,22 @@ concept DeviceMaskSource = requires(const M& m, const MaskArgs& a, cudaStream_t 
   m.build_device(a, s);
 };
 
+namespace detail {
+/// M::kWritesTailHint, or false where M does not declare it.
+template <class M>
+constexpr bool writes_tail_hint() {
+  if constexpr (requires { M::kWritesTailHint; }) {
+    return static_cast<bool>(M::kWritesTailHint);
+  } else {
+    return false;
+  }
+}
+}  // namespace detail
+
 /// A mask source that writes BlockMask::tail_q_blocks (`static constexpr bool kWritesTailHint =
 /// true`): the Engine then gives it a hint array, and tail-split unions act on it.
 template <class M>
-concept MaskWritesTailHint = requires {
-  { M::kWritesTailHint } -> std::convertible_to<bool>;
-}
-&&static_cast<bool>(M::kWritesTailHint);
+concept MaskWritesTailHint = detail::writes_tail_hint<M>();
 
 /// A block-sparse estimator: Q chunk + paged K cache -> 2D block mask per query head.
 ///
@@ -41,6 +48,6 @@ concept MaskWritesTailHint = requires {
 /// to validate hyperparameters once. The always-on rules (the chunk's own causal blocks) and the
 /// never-on rule (blocks in a query block's future) are the mask source's duty.
 template <class M>
-concept MaskSource = std::copy_constructible<M> &&(HostMaskSource<M> || DeviceMaskSource<M>);
+concept MaskSource = std::copy_constructible<M> && (HostMaskSource<M> || DeviceMaskSource<M>);
 
 }  // namespace compact

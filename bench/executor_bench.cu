@@ -10,6 +10,7 @@
 #include "compact/executor/paged_flash_executor.cuh"
 #include "compact/union/host_tables.hpp"
 #include "compact/union/table_stats.hpp"
+#include "compact/union/table_union.cuh"
 
 namespace {
 
@@ -54,7 +55,7 @@ DeviceStep& step_for(const Shape& s) {
 DeviceTables make_tables(const DeviceStep& st, double fraction, std::uint64_t seed) {
   const AttentionConfig& c = st.config;
   DeviceTables t;
-  t.shape = TableShape::make(c, st.limits, c.group_size(), false);
+  t.shape = BlockUnion<>{}.table_shape(c, st.limits);  // tail split, no hint: one live table
   BlockMask mask = BlockMask::shape_for(c, st.limits);
   std::vector<std::uint32_t> bits(mask.num_words(), 0);
   mask.bits = bits.data();

@@ -70,7 +70,7 @@ void run_case(const Case& k, std::uint64_t salt) {
   const bool union_q = k.tables == Tables::block || k.tables == Tables::qblock;
   const bool union_heads = k.tables == Tables::block || k.tables == Tables::group;
   const TableShape shape =
-      TableShape::make(c, hp.limits, union_heads ? c.group_size() : 1, !union_q);
+      TableShape::make(c, hp.limits, union_heads ? c.group_size() : 1, !union_q, union_q);
   std::vector<std::int32_t> indptr(shape.num_tables() + 1), indices(shape.capacity()),
       last(shape.num_tables()), split(shape.max_batch, 0);
   BlockTables host_tables{shape, indptr.data(), indices.data(), last.data()};

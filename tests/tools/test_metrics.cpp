@@ -231,7 +231,7 @@ TEST_CASE(
         }
       }
     }
-    const TableShape shape = TableShape::make(c, lim, c.group_size(), false);  // BlockUnion
+    const TableShape shape = TableShape::make(c, lim, c.group_size(), false, true);  // BlockUnion
     std::vector<std::int32_t> indptr(shape.num_tables() + 1), indices(shape.capacity()),
         last(shape.num_tables());
     BlockTables tables{shape, indptr.data(), indices.data(), last.data()};

@@ -28,7 +28,7 @@ struct Built {
 Built build(const test::HostProblem& p, std::vector<std::uint32_t>& bits, int heads_per_table,
             bool per_q_block, std::vector<std::int32_t> tail = {}) {
   Built t;
-  t.shape = TableShape::make(p.config, p.limits, heads_per_table, per_q_block);
+  t.shape = TableShape::make(p.config, p.limits, heads_per_table, per_q_block, !per_q_block);
   t.indptr.assign(t.shape.num_tables() + 1, -7);
   t.indices.assign(t.shape.capacity(), -7);
   t.last.assign(t.shape.num_tables(), -7);

@@ -177,7 +177,7 @@ TEST_CASE("host model of the device passes equals the host reference on random m
     if (rng() % 2) mask.tail_q_blocks = tail.data();
     const bool union_q = rng() % 2, union_heads = rng() % 2;
     const TableShape shape =
-        TableShape::make(c, step.limits, union_heads ? c.group_size() : 1, !union_q);
+        TableShape::make(c, step.limits, union_heads ? c.group_size() : 1, !union_q, union_q);
     Tables want, got;
     for (Tables* t : {&want, &got}) {
       t->indptr.assign(shape.num_tables() + 1, -7);

@@ -62,10 +62,11 @@ struct TableShape {
     s.max_entries = g.max_table_blocks;
     return s;
   }
-  /// The shape of the library's unions: a tail split wherever query blocks are unioned.
+  /// The shape without a tail split: what a user-written union gets unless it asks for the
+  /// split (and then writes BlockTables::q_split, which the executor reads).
   static TableShape make(const AttentionConfig& c, const PlanLimits& l, int heads_per_table,
                          bool per_q_block) {
-    return make(c, l, heads_per_table, per_q_block, !per_q_block);
+    return make(c, l, heads_per_table, per_q_block, false);
   }
   /// Tables per sequence: head groups x query-block groups.
   COMPACT_HOST_DEVICE int tables_per_seq() const { return head_groups * q_groups; }

@@ -36,7 +36,8 @@ struct TableUnion {
   /// Which rows share a table: the execution group (or one head), all query blocks of the chunk
   /// (or one).
   TableShape table_shape(const AttentionConfig& c, const PlanLimits& l) const {
-    return TableShape::make(c, l, kUnionHeads ? c.group_size() : 1, !kUnionQBlocks);
+    return TableShape::make(c, l, kUnionHeads ? c.group_size() : 1, !kUnionQBlocks,
+                            /*tail_split=*/kUnionQBlocks);
   }
 
   /// Scratch bytes build_device needs (the per-table entry bitmaps), from the limits alone.

@@ -14,7 +14,9 @@ namespace compact {
 /// A mask source that runs on the host: `void build_host(const MaskArgs&) const` writes
 /// args.mask from host-resident inputs.
 template <class M>
-concept HostMaskSource = requires(const M& m, const MaskArgs& a) { m.build_host(a); };
+concept HostMaskSource = requires(const M& m, const MaskArgs& a) {
+  m.build_host(a);
+};
 
 /// A mask source that runs on the device: `void build_device(const MaskArgs&, cudaStream_t)
 /// const` enqueues the kernels that write args.mask, without allocating or synchronizing.
@@ -35,6 +37,10 @@ constexpr bool writes_tail_hint() {
 }
 }  // namespace detail
 
+/// A mask source with a host or a device build (or both).
+template <class M>
+concept BuildsMask = HostMaskSource<M> || DeviceMaskSource<M>;
+
 /// A mask source that writes BlockMask::tail_q_blocks (`static constexpr bool kWritesTailHint =
 /// true`): the Engine then gives it a hint array, and tail-split unions act on it.
 template <class M>
@@ -48,6 +54,6 @@ concept MaskWritesTailHint = detail::writes_tail_hint<M>();
 /// to validate hyperparameters once. The always-on rules (the chunk's own causal blocks) and the
 /// never-on rule (blocks in a query block's future) are the mask source's duty.
 template <class M>
-concept MaskSource = std::copy_constructible<M> && (HostMaskSource<M> || DeviceMaskSource<M>);
+concept MaskSource = std::copy_constructible<M> && BuildsMask<M>;
 
 }  // namespace compact

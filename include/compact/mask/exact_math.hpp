@@ -168,20 +168,24 @@ inline constexpr float kExp2P2 = 2.401643842e-01f;  ///< Coefficient of f^2.
 inline constexpr float kExp2P1 = 6.931515932e-01f;  ///< Coefficient of f.
 inline constexpr float kExp2P0 = 1.0f;              ///< Constant term: p(0) = 1.
 
-/// 2^x for x <= 0, the same bits on host and device: 0 below -64 (and for -inf or NaN), else
-/// p(f) * 2^n with n = floor(x), f = x - n and p the degree-5 polynomial kExp2P* evaluated by
-/// Horner's rule with fused multiply-adds. Inputs above 0 are treated as 0.
-COMPACT_HOST_DEVICE inline float det_exp2(float x) {
-  if (!(x >= -64.0f)) return 0.0f;
-  if (x > 0.0f) x = 0.0f;
-  const float n = floor(x);
-  const float f = sub(x, n);
+/// 2^f for f in [0, 1): the degree-5 polynomial kExp2P* by Horner's rule with fused
+/// multiply-adds (__fmaf_rn on the device, std::fma on the host: the same bits).
+COMPACT_HOST_DEVICE inline float exp2_poly(float f) {
   float p = kExp2P5;
   p = fma(p, f, kExp2P4);
   p = fma(p, f, kExp2P3);
   p = fma(p, f, kExp2P2);
   p = fma(p, f, kExp2P1);
-  p = fma(p, f, kExp2P0);
+  return fma(p, f, kExp2P0);
+}
+
+/// 2^x for x <= 0, the same bits on host and device: 0 below -64 (and for -inf or NaN), else
+/// exp2_poly(f) * 2^n with n = floor(x), f = x - n. Inputs above 0 are treated as 0.
+COMPACT_HOST_DEVICE inline float det_exp2(float x) {
+  if (!(x >= -64.0f)) return 0.0f;
+  if (x > 0.0f) x = 0.0f;
+  const float n = floor(x);
+  const float p = exp2_poly(sub(x, n));
   const int e = static_cast<int>(n);  // in [-64, 0]: 2^e is a normal float
   return mul(p, float_of(static_cast<std::uint32_t>(e + 127) << 23));
 }
@@ -205,19 +209,14 @@ COMPACT_HOST_DEVICE inline std::uint32_t fix_exp2(float x) {
 /// - x is clamped to [-24, 0] (NaN -> -24); every input below -20 gives 0 either way;
 /// - t = 1.5 * 2^23 + x rounded down is 1.5 * 2^23 + floor(x) exactly (the float spacing there is
 ///   1), so n = t - 1.5 * 2^23 is floor(x) and the bits of t are 0x4B400000 + floor(x);
-/// - f and p are det_exp2()'s; p in [1, 2), so P = bits(p) - 0x3F000000 = p * 2^23 exactly;
+/// - f and p = exp2_poly(f) are det_exp2()'s; p in [1, 2), so P = bits(p) - 0x3F000000 =
+///   p * 2^23 exactly;
 /// - fix_exp2 = trunc(p * 2^n * 2^20) (both products exact) = P >> (3 - n), a shift in [3, 27].
 __device__ __forceinline__ std::uint32_t fix_exp2_nonpos(float x) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   x = fmaxf(x, -24.0f);
   const float t = __fadd_rd(x, kMagic);
-  const float f = __fsub_rn(x, __fsub_rn(t, kMagic));
-  float p = kExp2P5;
-  p = __fmaf_rn(p, f, kExp2P4);
-  p = __fmaf_rn(p, f, kExp2P3);
-  p = __fmaf_rn(p, f, kExp2P2);
-  p = __fmaf_rn(p, f, kExp2P1);
-  p = __fmaf_rn(p, f, kExp2P0);
+  const float p = exp2_poly(__fsub_rn(x, __fsub_rn(t, kMagic)));
   return (__float_as_uint(p) - 0x3F000000u) >> (0x4B400003u - __float_as_uint(t));
 }
 

@@ -230,6 +230,19 @@ struct Scratch {
   }
 };
 
+/// Writes the words of a host mask row that hold blocks [0, n_kb): bit kb is on(kb) for
+/// kb <= last_kb and 0 past it (the query block's future).
+template <class On>
+void write_row(std::uint32_t* row, int n_kb, int last_kb, On&& on) {
+  for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
+    std::uint32_t word = 0;
+    for (int bit = 0; bit < 32 && w * 32 + bit <= last_kb; ++bit) {
+      if (on(w * 32 + bit)) word |= 1u << bit;
+    }
+    row[w] = word;
+  }
+}
+
 /// Host reference of FlashPrefillMask / QuestMask (every pointer host memory). The arithmetic is
 /// that of the device kernels (see exact_math.hpp); loops run in a natural order because every
 /// order-sensitive reduction is integer or an ordered maximum.
@@ -372,22 +385,13 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
           std::sort(keys.begin(), keys.end(), std::greater<>());
           topk_min = keys[k - 1];
         }
-        std::uint32_t* row = a.mask.row(b, h, qb);
-        for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
-          std::uint32_t word = 0;
-          for (int bit = 0; bit < 32; ++bit) {
-            const int kb = w * 32 + bit;
-            if (kb > span.last_kb) break;
-            bool on = forced_on(p, span, kb, qb, n_qb, final_chunk);
-            if (!on && s_row[kb] >= 0.0f) {
-              const std::uint64_t key =
-                  (std::uint64_t{exact::bits_of(s_row[kb])} << 32) | static_cast<std::uint32_t>(kb);
-              on = s_row[kb] >= thr || (k > 0 && key >= topk_min);
-            }
-            if (on) word |= 1u << bit;
-          }
-          row[w] = word;
-        }
+        write_row(a.mask.row(b, h, qb), n_kb, span.last_kb, [&](int kb) {
+          if (forced_on(p, span, kb, qb, n_qb, final_chunk)) return true;
+          if (!(s_row[kb] >= 0.0f)) return false;  // unscored (NaN included)
+          const std::uint64_t key =
+              (std::uint64_t{exact::bits_of(s_row[kb])} << 32) | static_cast<std::uint32_t>(kb);
+          return s_row[kb] >= thr || (k > 0 && key >= topk_min);
+        });
       }
     }
     if (!group_mode) continue;
@@ -404,16 +408,9 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
       for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
         for (int qb = 0; qb < n_qb; ++qb) {
           const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
-          std::uint32_t* row = a.mask.row(b, h, qb);
-          for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
-            std::uint32_t word = 0;
-            for (int bit = 0; bit < 32; ++bit) {
-              const int kb = w * 32 + bit;
-              if (kb > span.last_kb) break;
-              if (selected[kb] || forced_on(p, span, kb, qb, n_qb, final_chunk)) word |= 1u << bit;
-            }
-            row[w] = word;
-          }
+          write_row(a.mask.row(b, h, qb), n_kb, span.last_kb, [&](int kb) {
+            return selected[kb] || forced_on(p, span, kb, qb, n_qb, final_chunk);
+          });
         }
       }
     }

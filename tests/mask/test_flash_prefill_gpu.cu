@@ -47,6 +47,7 @@ struct Case {
   DType dtype;
   int bq, bk, page;
   int seqs, max_chunk, max_kv;
+  int limits_kv = 0;  ///< When set, PlanLimits::max_kv_len (the sequences stay under max_kv).
 };
 
 const Case kCases[] = {
@@ -56,6 +57,9 @@ const Case kCases[] = {
     {8, 2, 64, DType::bf16, 16, 16, 16, 2, 100, 1200},       // tiny blocks: padded row tile
     {32, 4, 128, DType::bf16, 128, 256, 256, 2, 600, 8000},  // G = 8: two head chunks
     {4, 2, 64, DType::fp16, 256, 32, 16, 2, 600, 2500},      // Bq = 256
+    // Limits of 6,250 KV blocks: the group_mass masses no longer fit group_select_kernel's
+    // 48 KB of shared memory, so it reads them from global memory (GroupSelectSmem).
+    {8, 2, 64, DType::bf16, 64, 128, 16, 2, 300, 3000, 800000},
 };
 
 /// Runs host and device builds of `mask` on fresh problems of every case and compares the
@@ -81,6 +85,7 @@ test::MaskCensus run_cases(const Mask& mask, std::uint64_t salt) {
     spec.q_scale = 1.0f;
     spec.k_scale = 1.0f;
     test::HostProblem p = test::make_problem(c, spec, rng);
+    if (k.limits_kv > 0) p.limits.max_kv_len = k.limits_kv;
     test::plant_hot_blocks(p, rng);
     test::HostSummaries hs = test::summaries_from_scratch(p);
     const test::DeviceProblem d(p);
@@ -225,6 +230,14 @@ TEST_CASE("FlashPrefillMask row_threshold: device equals host bit for bit") {
   all.alpha = 0.0f;
   const test::MaskCensus d = run_cases(FlashPrefillMask<>(all), 7301);
   CHECK(d.selected == d.causal);  // alpha = 0 keeps every causal block
+}
+
+TEST_CASE("group_select_kernel stages the masses in shared memory only where they fit") {
+  using flash_prefill::GroupSelectSmem;
+  CHECK(GroupSelectSmem::of(1024).staged_blocks == 1024);  // 128K tokens at Bk = 128
+  CHECK(GroupSelectSmem::of(1024).bytes == 1024 * 8 + 2 * 32 * 4);
+  CHECK(GroupSelectSmem::of(6250).staged_blocks == 0);  // the last case of kCases
+  CHECK(GroupSelectSmem::of(6250).bytes == 2 * 196 * 4);
 }
 
 TEST_CASE("FlashPrefillMask group_mass: device equals host bit for bit") {

@@ -751,8 +751,11 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       }
     }
 
-    // Logits (log2 domain); -inf where the row does not score the block.
+    // Logits (log2 domain); -inf where the row does not score the block. Every row sees the
+    // whole of a block that ends before the chunk, so only the tiles the chunk reaches into test
+    // the causal rule per element.
     const float* scale_t = sScale + stage * Tr::kN;
+    const bool before_chunk = n0 + Tr::kN <= span.chunk_first_kb;
 #pragma unroll
     for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
@@ -764,8 +767,9 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
         for (int a = 0; a < Tr::kAtoms; ++a) {
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
-            const bool scored = kb < n_cand && row_pos[a][hh] >= 0 &&
-                                scores_block(kb, row_pos[a][hh], Bk, s.kv_len);
+            const bool scored =
+                row_pos[a][hh] >= 0 &&
+                (before_chunk || (kb < n_cand && scores_block(kb, row_pos[a][hh], Bk, s.kv_len)));
             acc[a][n][2 * hh + e] =
                 scored ? logit(acc[a][n][2 * hh + e], row_t[a][hh], ks_) : -INFINITY;
           }
@@ -773,30 +777,36 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       }
     }
 
-    // Per (head, block): maximum over the head's rows (ordered keys, order-free).
+    // Per (head, block): maximum over the head's rows (ordered keys, order-free). The thread's
+    // atoms of one head combine in registers first, so the quad-column shuffles run once per
+    // head rather than once per atom.
     {
       std::uint32_t run[Tr::kNAtoms][2];
 #pragma unroll
       for (int a = 0; a < Tr::kAtoms; ++a) {
+        const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
 #pragma unroll
         for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            std::uint32_t u =
+            const std::uint32_t u =
                 max(exact::ordered_key(acc[a][n][e]), exact::ordered_key(acc[a][n][2 + e]));
-            u = max(u, __shfl_xor_sync(0xffffffffu, u, 4));
-            u = max(u, __shfl_xor_sync(0xffffffffu, u, 8));
-            u = max(u, __shfl_xor_sync(0xffffffffu, u, 16));
-            run[n][e] = (a > 0 && atom_head[a] == atom_head[a - 1]) ? max(run[n][e], u) : u;
+            run[n][e] = same_head ? max(run[n][e], u) : u;
           }
         }
         const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
-        if (flush && lane < 4 && atom_head[a] < hpc) {
+        if (flush) {  // warp-uniform: atom_head depends on the warp and atom only
 #pragma unroll
           for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              atomicMax(&red_max[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], run[n][e]);
+              std::uint32_t u = run[n][e];
+              u = max(u, __shfl_xor_sync(0xffffffffu, u, 4));
+              u = max(u, __shfl_xor_sync(0xffffffffu, u, 8));
+              u = max(u, __shfl_xor_sync(0xffffffffu, u, 16));
+              if (lane < 4 && atom_head[a] < hpc) {
+                atomicMax(&red_max[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], u);
+              }
             }
           }
         }
@@ -805,37 +815,38 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
     __syncthreads();
 
     // Per (head, block): fixed-point sum of 2^(logit - max) over the head's rows (integer,
-    // order-free).
+    // order-free). logit - max is never above 0, so the full-rate fix_exp2_nonpos() gives
+    // fix_exp2()'s bits; an unscored -inf (or -inf - -inf = NaN) gives 0, as fix_exp2 skips it.
     {
       std::uint32_t run[Tr::kNAtoms][2];
 #pragma unroll
       for (int a = 0; a < Tr::kAtoms; ++a) {
         const int g = min_of(atom_head[a], Tr::kMaxHeads - 1);
+        const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
 #pragma unroll
         for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const float m =
                 exact::from_ordered_key(red_max[g * Tr::kN + n * 8 + 2 * (lane & 3) + e]);
-            std::uint32_t f = 0;
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-              const float v = acc[a][n][2 * hh + e];
-              if (v != -INFINITY) f += exact::fix_exp2(exact::sub(v, m));
-            }
-            f += __shfl_xor_sync(0xffffffffu, f, 4);
-            f += __shfl_xor_sync(0xffffffffu, f, 8);
-            f += __shfl_xor_sync(0xffffffffu, f, 16);
-            run[n][e] = (a > 0 && atom_head[a] == atom_head[a - 1]) ? run[n][e] + f : f;
+            const std::uint32_t f = exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][e], m)) +
+                                    exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][2 + e], m));
+            run[n][e] = same_head ? run[n][e] + f : f;
           }
         }
         const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
-        if (flush && lane < 4 && atom_head[a] < hpc) {
+        if (flush) {  // warp-uniform
 #pragma unroll
           for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              atomicAdd(&red_sum[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], run[n][e]);
+              std::uint32_t f = run[n][e];
+              f += __shfl_xor_sync(0xffffffffu, f, 4);
+              f += __shfl_xor_sync(0xffffffffu, f, 8);
+              f += __shfl_xor_sync(0xffffffffu, f, 16);
+              if (lane < 4 && atom_head[a] < hpc) {
+                atomicAdd(&red_sum[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], f);
+              }
             }
           }
         }
@@ -958,18 +969,37 @@ struct GroupSelectParams {
   const std::uint64_t* mass = nullptr;  ///< Scratch::group_mass
   int kv_pad = 0;                       ///< Scratch::kv_pad: stride of a mass row.
   std::uint32_t tau_fix = 0;  ///< group_mass::tau_fixed(fp.group_mass), computed on the host
+  /// Masses staged in shared memory (GroupSelectSmem): 0 reads them from global memory.
+  int staged_blocks = 0;
+};
+
+/// Dynamic shared memory of group_select_kernel for `max_kv_blocks`: the forced and selected
+/// bitmaps, plus the group's masses when they fit the default 48 KB (`staged` says which). The
+/// selection reads every mass some 80 times (one CTA-wide reduction per searched bit), so staging
+/// turns ~80 rounds of global-memory latency into shared-memory reads.
+struct GroupSelectSmem {
+  int bytes = 0;          ///< Dynamic shared memory to launch with.
+  int staged_blocks = 0;  ///< Masses staged (max_kv_blocks, or 0 when they do not fit).
+  static GroupSelectSmem of(int max_kv_blocks) {
+    const int bitmaps = 2 * ceil_div(max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
+    const int masses = max_kv_blocks * static_cast<int>(sizeof(std::uint64_t));
+    GroupSelectSmem g;
+    const bool fits = masses + bitmaps <= 48 * 1024;
+    g.staged_blocks = fits ? max_kv_blocks : 0;
+    g.bytes = bitmaps + (fits ? masses : 0);
+    return g;
+  }
 };
 
 /// group_mass selection: one CTA per (sequence, KV head) marks the group-forced blocks, selects
 /// the group's blocks from the summed row shares (BlockMassSelect, equal to select_host()) and
-/// writes every mask row of the group, one warp per row. Dynamic shared memory: two bitmaps of
-/// ceil(max KV blocks / 32) words. (A template only so that the header may be included by several
-/// translation units.)
+/// writes every mask row of the group, one warp per row. Dynamic shared memory: GroupSelectSmem.
+/// (A template only so that the header may be included by several translation units.)
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParams p) {
   using Select = group_mass::BlockMassSelect<kThreads>;
   __shared__ typename Select::TempStorage tmp;
-  extern __shared__ std::uint32_t bitmaps[];
+  extern __shared__ __align__(16) unsigned char group_select_smem[];
   const AttentionConfig& c = p.c;
   const int kvh = static_cast<int>(blockIdx.x) % c.num_kv_heads;
   const int b = static_cast<int>(blockIdx.x) / c.num_kv_heads;
@@ -980,19 +1010,24 @@ __global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParam
   const int n_kb = ceil_div(s.kv_len, Bk), n_qb = ceil_div(s.q_len, Bq);
   const int n_words = ceil_div(n_kb, 32);
   const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
-  std::uint32_t* forced = bitmaps;
-  std::uint32_t* selected = bitmaps + n_words;
-  for (int w = threadIdx.x; w < n_words; w += kThreads) {
-    std::uint32_t word = 0;
-    for (int bit = 0; bit < 32 && w * 32 + bit < n_kb; ++bit) {
-      if (group_forced(p.fp, s, w * 32 + bit, n_qb, final_chunk, Bq, Bk)) word |= 1u << bit;
-    }
-    forced[w] = word;
+  std::uint64_t* staged = reinterpret_cast<std::uint64_t*>(group_select_smem);
+  std::uint32_t* forced = reinterpret_cast<std::uint32_t*>(staged + p.staged_blocks);
+  std::uint32_t* selected = forced + n_words;
+  const std::uint64_t* mass =
+      p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad;
+  if (p.staged_blocks >= n_kb) {
+    for (int kb = threadIdx.x; kb < n_kb; kb += kThreads) staged[kb] = mass[kb];
+    mass = staged;
+  }
+  const int lane = threadIdx.x & 31;
+  for (int w = threadIdx.x >> 5; w < n_words; w += kThreads / 32) {  // a bit per lane
+    const int kb = w * 32 + lane;
+    const bool on = kb < n_kb && group_forced(p.fp, s, kb, n_qb, final_chunk, Bq, Bk);
+    const std::uint32_t word = __ballot_sync(0xffffffffu, on);
+    if (lane == 0) forced[w] = word;
   }
   __syncthreads();
-  Select(tmp).run(p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad, forced,
-                  n_kb, p.tau_fix, p.fp.min_budget, selected);
-  const int lane = threadIdx.x & 31;
+  Select(tmp).run(mass, forced, n_kb, p.tau_fix, p.fp.min_budget, selected);
   for (int r = threadIdx.x >> 5; r < G * n_qb; r += kThreads / 32) {
     const int h = kvh * G + r / n_qb, qb = r % n_qb;
     const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
@@ -1176,13 +1211,13 @@ struct FlashPrefillMask {
       gp.mass = scr.group_mass;
       gp.kv_pad = scr.kv_pad;
       gp.tau_fix = group_mass::tau_fixed(params.group_mass);
-      const int smem =
-          2 * ceil_div(geo.max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
-      require(smem <= 48 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
+      const GroupSelectSmem smem = GroupSelectSmem::of(geo.max_kv_blocks);
+      gp.staged_blocks = smem.staged_blocks;
+      require(smem.bytes <= 48 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
               "at most 196608 KV blocks (max_kv_len / block_k) for the group_mass selection");
       flash_prefill::group_select_kernel<flash_prefill::kSelectThreads>
-          <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem, stream>>>(
-              gp);
+          <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem.bytes,
+             stream>>>(gp);
       COMPACT_CHECK_LAUNCH("flash_prefill group_select_kernel");
     }
   }

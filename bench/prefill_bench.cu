@@ -6,9 +6,11 @@
 // timed with CUDA events COMPACT_PREFILL_REPS times (default 3, after the untimed warm-up pass
 // over chunk 0) and the per-chunk medians are summed over the prompt.
 //
-// Environment: COMPACT_SELECTION_DIR, when set, receives the last chunk's FlashPrefill 2D mask
-// of every configuration as a .npy bool array [B][Hq][nqb][nkb] (for bench/peers.py's
-// FlexAttention peer: selection_{preset}_{kv}_{chunk}.npy).
+// Environment: COMPACT_PREFILL_CSV, when set, is a file that receives one line per (chunk, method):
+// preset, prompt, chunk size, chunk index, method, selection ms, attention ms, table entries and
+// dense entries (the per-chunk medians behind the totals). COMPACT_SELECTION_DIR, when set,
+// receives the last chunk's FlashPrefill 2D mask of every configuration as a .npy bool array
+// [B][Hq][nqb][nkb] (for bench/peers.py's FlexAttention peer: selection_{preset}_{kv}_{chunk}.npy).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -199,6 +201,11 @@ const PrefillResult& run_prefill(const Shape& sh) {
   std::array<cudaEvent_t, 2 + 2 * kMethods> ev;
   for (auto& e : ev) COMPACT_CUDA_CHECK(cudaEventCreate(&e));
   std::vector<std::uint16_t> q_chunk;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv(nullptr, &std::fclose);
+  if (const char* path = std::getenv("COMPACT_PREFILL_CSV")) {
+    csv.reset(std::fopen(path, "a"));
+    if (!csv) std::fprintf(stderr, "prefill_bench: cannot append to %s\n", path);
+  }
   r.chunks = P / C;
   for (int i = -1; i < r.chunks; ++i) {  // i = -1: an untimed warm-up pass over chunk 0
     const int ci = i < 0 ? 0 : i;
@@ -259,6 +266,11 @@ const PrefillResult& run_prefill(const Shape& sh) {
       const TableDensity d = table_density(c, hb, tables(m), Space::device);
       t.selected += d.selected;
       t.dense += d.dense;
+      if (csv) {
+        std::fprintf(csv.get(), "%s,%d,%d,%d,%s,%.5f,%.5f,%.0f,%.0f\n", sh.preset.name, P, C, i,
+                     kMethodNames[m], sel, att, static_cast<double>(d.selected),
+                     static_cast<double>(d.dense));
+      }
     }
     if (last) {
       const std::vector<std::uint16_t> ref = out[0].download();

@@ -974,12 +974,13 @@ struct GroupSelectParams {
 };
 
 /// Dynamic shared memory of group_select_kernel for `max_kv_blocks`: the forced and selected
-/// bitmaps, plus the group's masses when they fit the default 48 KB (`staged` says which). The
-/// selection reads every mass some 80 times (one CTA-wide reduction per searched bit), so staging
-/// turns ~80 rounds of global-memory latency into shared-memory reads.
+/// bitmaps, plus the group's masses when they fit the default 48 KB (`staged_blocks` says which).
+/// The selection reads every mass some 80 times (one CTA-wide reduction per searched bit), so
+/// staging turns ~80 rounds of global-memory latency into shared-memory reads.
 struct GroupSelectSmem {
   int bytes = 0;          ///< Dynamic shared memory to launch with.
   int staged_blocks = 0;  ///< Masses staged (max_kv_blocks, or 0 when they do not fit).
+  /// The layout for the limits' KV blocks per sequence.
   static GroupSelectSmem of(int max_kv_blocks) {
     const int bitmaps = 2 * ceil_div(max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
     const int masses = max_kv_blocks * static_cast<int>(sizeof(std::uint64_t));

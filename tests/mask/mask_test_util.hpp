@@ -11,6 +11,7 @@
 
 #include "../support/random_problem.hpp"
 #include "compact/core/block_mask.hpp"
+#include "compact/core/chunk_batch.hpp"
 #include "compact/core/paged_kv.hpp"
 #include "compact/mask/query_block_span.hpp"
 
@@ -165,6 +166,28 @@ inline MaskCensus census(const HostProblem& p, const BlockMask& m) {
     }
   }
   return r;
+}
+
+/// FlashPrefill's tail hint from its definition: the final chunk's last-full rows; elsewhere the
+/// rows from the first query block none of whose window blocks lies before the chunk, when the
+/// first one's does.
+inline int expected_tail_hint(int last_full_blocks, int window_blocks, const SeqInfo& si, int bq,
+                              int bk, bool final_chunk) {
+  const int n_qb = ceil_div(si.q_len, bq);
+  if (final_chunk) return std::min(std::max(last_full_blocks, 0), n_qb);
+  const int chunk_kb = si.pos() / bk;
+  auto reaches_back = [&](int qb) {
+    const int first_kb = (si.pos() + qb * bq) / bk;
+    for (int kb = 0; kb < chunk_kb; ++kb) {
+      if (kb > first_kb - window_blocks) return true;
+    }
+    return false;
+  };
+  if (!reaches_back(0)) return 0;
+  for (int qb = 1; qb < n_qb; ++qb) {
+    if (!reaches_back(qb)) return n_qb - qb;
+  }
+  return 0;
 }
 
 }  // namespace compact::test

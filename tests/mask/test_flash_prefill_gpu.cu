@@ -137,8 +137,10 @@ test::MaskCensus run_cases(const Mask& mask, std::uint64_t salt) {
     CHECK(mismatches == 0);
     const std::vector<std::int32_t> got_tail = dev_tail.download();
     for (int b = 0; b < static_cast<int>(p.kv_lens.size()); ++b) {
-      const int n_qb = ceil_div(p.cu_seqlens[b + 1] - p.cu_seqlens[b], c.block_q);
-      CHECK(host_tail[b] == (p.final_chunk[b] ? std::min(mask.params.last_full_blocks, n_qb) : 0));
+      CHECK(host_tail[b] == test::expected_tail_hint(mask.params.last_full_blocks,
+                                                     mask.params.window_blocks,
+                                                     seq_info(p.batch(), b), c.block_q, c.block_k,
+                                                     p.final_chunk[b] != 0));
       CHECK(got_tail[b] == host_tail[b]);
     }
     const test::MaskCensus m = test::census(p, hm);

@@ -194,6 +194,35 @@ TEST_CASE("FlashPrefillMask host: contract, alpha = 0, sink, window and final-ch
   }
 }
 
+TEST_CASE(
+    "flash_prefill::tail_hint: the final chunk's full rows, else the rows past the windows "
+    "that reach before the chunk") {
+  FlashPrefillParams f = FlashPrefillParams::paper();
+  f.window_blocks = 4;
+  f.last_full_blocks = 2;
+  auto hint = [&](int q_len, int kv_len, bool final_chunk, int bq = 128, int bk = 128) {
+    return flash_prefill::tail_hint(f, SeqInfo{0, q_len, kv_len}, bq, bk, final_chunk);
+  };
+  // Chunk 1,024 at 4,096 (KV block 32), Bq = Bk = 128: query blocks 0-2 reach blocks 29-31.
+  CHECK(hint(1024, 5120, false) == 5);
+  CHECK(hint(1024, 5120, true) == 2);
+  CHECK(hint(100, 5120, true) == 1);  // one query block: last_full clamped to it
+  // The first chunk has nothing before it; a chunk shorter than the window reaches back in every
+  // query block: one table.
+  CHECK(hint(1024, 1024, false) == 0);
+  CHECK(hint(256, 4352, false) == 0);
+  // Chunk at 4,160 (mid block 32): query block 3 starts in block 35, its window 32-35.
+  CHECK(hint(1024, 5184, false) == 5);
+  // Bq 64 < Bk 128 at 4,096: query blocks 0-5 (blocks 32-34) reach back, 6-15 do not.
+  CHECK(hint(1024, 5120, false, 64, 128) == 10);
+  f.window_blocks = 2;
+  CHECK(hint(1024, 5120, false) == 7);
+  f.window_blocks = 1;  // the diagonal block alone: always inside the chunk
+  CHECK(hint(1024, 5120, false) == 0);
+  f.window_blocks = 0;
+  CHECK(hint(1024, 5120, false) == 0);
+}
+
 TEST_CASE("FlashPrefillMask host: planted blocks follow alpha, the budget and the rules") {
   const test::HostProblem p = planted_problem(9601, false);
   const test::HostSummaries hs = test::summaries_from_scratch(p);
@@ -509,50 +538,60 @@ TEST_CASE(
   const BlockTables tables = engine.tables_view(ws);
   CHECK(test::census(p, mask).violations == 0);
   const TableDensity d = table_density(p.config, p.batch(), tables);
-  CHECK(d.selected < d.dense);
+  CHECK(d.selected <= d.dense);  // small problems may select every block
 
   const AttentionConfig& c = p.config;
   const TableShape& shape = tables.shape;
-  int tails = 0;
+  int final_tails = 0, window_tails = 0;
+  std::int64_t entries = 0;
+  std::vector<int> split(3);
   for (int b = 0; b < 3; ++b) {
     const SeqInfo si = seq_info(p.batch(), b);
     const int n_qb = ceil_div(si.q_len, c.block_q);
-    const int hint = p.final_chunk[b] ? std::min(2, n_qb) : 0;
+    const int hint = test::expected_tail_hint(f.last_full_blocks, f.window_blocks, si, c.block_q,
+                                              c.block_k, p.final_chunk[b] != 0);
     CAPTURE(b);
     REQUIRE(mask.tail_q_blocks[b] == hint);
     REQUIRE(tables.q_split[b] == n_qb - hint);
-    tails += hint > 0;
+    split[b] = n_qb - hint;
+    (p.final_chunk[b] ? final_tails : window_tails) += hint > 0;
     for (int hg = 0; hg < shape.head_groups; ++hg) {
-      // The tail table holds every block its rows see (they keep every block); the head table
-      // exactly the union of the other rows.
-      const int tail_table = shape.table_index(b, hg, 1);
-      const int tail_entries = tables.indptr[tail_table + 1] - tables.indptr[tail_table];
-      CHECK(tail_entries == (hint > 0 ? ceil_div(si.kv_len, shape.table_block_tokens) : 0));
-      const int head_table = shape.table_index(b, hg, 0);
-      std::vector<int> want;
-      for (int kb = 0; kb < ceil_div(si.kv_len, c.block_k); ++kb) {
-        bool on = false;
-        for (int h = hg * shape.heads_per_table; h < (hg + 1) * shape.heads_per_table; ++h) {
-          for (int qb = 0; qb < n_qb - hint; ++qb) on = on || mask.test(b, h, qb, kb);
+      // Each table holds exactly the union of its own rows; the final chunk's tail rows keep
+      // every block.
+      for (int qg = 0; qg < 2; ++qg) {
+        const int table = shape.table_index(b, hg, qg);
+        std::vector<int> want;
+        for (int kb = 0; kb < ceil_div(si.kv_len, c.block_k); ++kb) {
+          bool on = false;
+          for (int h = hg * shape.heads_per_table; h < (hg + 1) * shape.heads_per_table; ++h) {
+            for (int qb = qg == 0 ? 0 : split[b]; qb < (qg == 0 ? split[b] : n_qb); ++qb) {
+              on = on || mask.test(b, h, qb, kb);
+            }
+          }
+          const int e = kb * c.block_k / shape.table_block_tokens;
+          if (on && (want.empty() || want.back() != e)) want.push_back(e);
         }
-        const int e = kb * c.block_k / shape.table_block_tokens;
-        if (on && (want.empty() || want.back() != e)) want.push_back(e);
+        const std::vector<int> got(tables.indices + tables.indptr[table],
+                                   tables.indices + tables.indptr[table + 1]);
+        CHECK(got == want);
+        entries += static_cast<std::int64_t>(want.size());
+        if (qg == 1 && p.final_chunk[b] && hint > 0) {
+          CHECK(static_cast<int>(got.size()) == ceil_div(si.kv_len, shape.table_block_tokens));
+        }
       }
-      const std::vector<int> got(tables.indices + tables.indptr[head_table],
-                                 tables.indices + tables.indptr[head_table + 1]);
-      CHECK(got == want);
     }
   }
-  CHECK(tails == 2);
+  CHECK(final_tails == 2);
+  CHECK(d.selected == entries);
+  MESSAGE("window tails among the non-final chunks: ", window_tails);  // seed-dependent
 
   // The output is attention over each row's own partition's union, from the definition.
   const test::NaiveResult naive = test::naive_attention(p, [&](int b, int h, int t, int j) {
     const int n_qb = ceil_div(p.cu_seqlens[b + 1] - p.cu_seqlens[b], c.block_q);
-    const int split = n_qb - (p.final_chunk[b] ? std::min(2, n_qb) : 0);
-    const bool tail = t / c.block_q >= split;
+    const bool tail = t / c.block_q >= split[b];
     const int g = h / shape.heads_per_table, e = j / shape.table_block_tokens;
     for (int hh = g * shape.heads_per_table; hh < (g + 1) * shape.heads_per_table; ++hh) {
-      for (int qb = tail ? split : 0; qb < (tail ? n_qb : split); ++qb) {
+      for (int qb = tail ? split[b] : 0; qb < (tail ? n_qb : split[b]); ++qb) {
         for (int kb = e * shape.table_block_tokens / c.block_k;
              kb < std::min((e + 1) * shape.table_block_tokens / c.block_k,
                            ceil_div(p.kv_lens[b], c.block_k));

@@ -24,10 +24,11 @@ struct BlockMask {
   int max_q_blocks = 0;           ///< Rows per (sequence, head).
   int words_per_row = 0;          ///< Words per row.
   /// Optional [max_batch] hint, written by mask sources that declare kWritesTailHint: how many
-  /// of the chunk's last query blocks of sequence b select far more than the others (e.g.
-  /// FlashPrefill's final-chunk rows, which keep every block). Tail-split unions give those rows
-  /// a table of their own. Any value is correct (it only moves rows between two tables);
-  /// values are clamped to [0, query blocks]. Null: no hint.
+  /// of the chunk's last query blocks of sequence b select differently enough from the others
+  /// to deserve a table of their own (FlashPrefill: the final chunk's rows, which keep every
+  /// block; elsewhere the rows whose sliding window lies inside the chunk). Tail-split unions
+  /// give those rows a table of their own. Any value is correct (it only moves rows between two
+  /// tables); values are clamped to [0, query blocks]. Null: no hint.
   std::int32_t* tail_q_blocks = nullptr;
 
   /// The layout for a config and limits (bits left null).

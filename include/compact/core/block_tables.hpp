@@ -30,8 +30,9 @@ struct QBlockRange {
 /// Why a tail table: a mask source may mark the last query blocks of a chunk as attending far
 /// more than the rest (FlashPrefill's final-chunk rows keep every block, BlockMask::tail_q_blocks).
 /// Unioned with the other rows they would make the whole group's table dense; in a table of
-/// their own they cost only their own rows. Without a hint the split is the chunk's end and qg 1
-/// is empty.
+/// their own they cost only their own rows. The same split keeps blocks that only the first
+/// rows select (FlashPrefill's windows reaching before the chunk) out of the later rows' table.
+/// Without a hint the split is the chunk's end and qg 1 is empty.
 struct TableShape {
   int heads_per_table = 1;     ///< Query heads per table: 1 or the execution group.
   bool per_q_block = false;    ///< One table per query block (no Q-block union).

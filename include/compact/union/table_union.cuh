@@ -22,10 +22,11 @@ namespace compact {
 /// and/or over the heads of an execution group (kUnionHeads), then round to table blocks.
 ///
 /// Unions over query blocks split off a tail: when the mask hints that its last query blocks
-/// select far more than the rest (BlockMask::tail_q_blocks, e.g. FlashPrefill's final chunk)
-/// and the tables have a q_split array, those rows get a second table, so they do not make the
-/// other rows' table dense. Without a hint (or without q_split) the tail table is empty and
-/// every row shares one table, as in the paper.
+/// select differently from the rest (BlockMask::tail_q_blocks: FlashPrefill's final chunk, whose
+/// last rows keep every block, or the rows past the ones whose window reaches before the chunk)
+/// and the tables have a q_split array, those rows get a second table, so neither part's
+/// blocks are executed for the other. Without a hint (or without q_split) the tail table is empty
+/// and every row shares one table, as in the paper.
 ///
 /// Every grouping runs the same host reference and the same device passes; only the TableShape
 /// differs. The device build (build_device) enqueues three kernels (count, scan, emit; see

@@ -35,7 +35,8 @@ struct Case {
   double density = 1.0;  // fraction of mask bits set (1: dense tables)
   int splits = 0;        // 0: heuristic
   bool lse = true;
-  bool strides = false;  // padded q/o rows and K/V interleaved in one pool
+  bool strides = false;      // padded q/o rows and K/V interleaved in one pool
+  bool always_tail = false;  // tail-split tables always get the tail hint (else half the time)
 };
 
 // Worst figures over the suite, reported at the end for the closing note.
@@ -79,7 +80,7 @@ void run_case(const Case& k, std::uint64_t salt) {
   std::vector<std::int32_t> tail(hp.limits.max_batch);
   for (auto& v : tail) v = static_cast<int>(rng() % 4);
   if (shape.tail_split) host_tables.q_split = split.data();
-  if (shape.tail_split && rng() % 2) mask.tail_q_blocks = tail.data();
+  if (shape.tail_split && (k.always_tail || rng() % 2)) mask.tail_q_blocks = tail.data();
   CAPTURE(mask.tail_q_blocks != nullptr);
   reference::build_tables(UnionArgs{c, hp.limits, hp.batch(), mask, host_tables, {}});
 
@@ -245,6 +246,11 @@ TEST_CASE("paged flash: random sparse tables for every union and execution group
   k.hkv = 4;
   k.exec_group = 0;
   run_case(k, ++salt);
+  k.block_q = 64;  // 448 rows per query block: a tail split's two tables share a partial tile
+  k.always_tail = true;
+  run_case(k, ++salt);
+  k.block_q = 128;
+  k.always_tail = false;
   k.hq = 8;  // no GQA
   k.hkv = 8;
   run_case(k, ++salt);

@@ -109,6 +109,11 @@ struct PagedFlashExecutor {
               detail::cat("room for one CTA of ", Traits::kSmemBytes, " bytes of shared memory"));
         }
         m_tiles_ = ceil_div(rows_per_table, Traits::kBlockM);
+        // A tail split cuts a chunk at a query block: its two tables need one more row tile
+        // than the chunk unless a query block's rows fill whole tiles.
+        if (shape.tail_split && (c.block_q * shape.heads_per_table) % Traits::kBlockM != 0) {
+          ++m_tiles_;
+        }
         cta_slots_ = per_sm * sms;
       });
     });
@@ -137,8 +142,8 @@ struct PagedFlashExecutor {
     paged_flash::Params p = make_params(a);
     paged_flash::dispatch<Tuning>(a.config, [&]<class T, int kD>() {
       with_traits<T, kD>([&]<class Traits>() {
-        const long long grid =
-            paged_flash::TileScheduler::grid_size(shape_.num_tables(), m_tiles_, num_splits_);
+        const long long grid = paged_flash::TileScheduler::grid_size(
+            shape_.num_tables(), shape_.tail_split, m_tiles_, num_splits_);
         if (num_splits_ == 1) {
           paged_flash::paged_flash_kernel<Traits, false>
               <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
@@ -158,7 +163,7 @@ struct PagedFlashExecutor {
 
   /// The split count configure() chose (1: no split).
   int num_splits() const { return num_splits_; }
-  /// Row tiles per table in the grid.
+  /// Row-tile slots per table (per head/tail pair of tables with a tail split) in the grid.
   int row_tiles_per_table() const { return m_tiles_; }
   /// 90 when configure() chose the wgmma kernels, 80 for the mma.sync kernels.
   int arch() const { return use_sm90_ ? 90 : 80; }

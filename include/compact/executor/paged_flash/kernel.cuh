@@ -51,7 +51,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   // Row offsets of the next two K/V tiles, [2][kBlockN], after the K/V buffers.
   std::int64_t* smem_rows = reinterpret_cast<std::int64_t*>(smem_k(Traits::kStages));
 
-  const WorkTile w = TileScheduler::decode(p, blockIdx.x);
+  const WorkTile w = p.tail_split ? TileScheduler::decode_tail_split<kBlockM>(p, blockIdx.x)
+                                  : TileScheduler::decode(p, blockIdx.x);
   if (w.b >= p.num_seqs) return;
   const int q_begin = p.cu_seqlens_q[w.b];
   const int chunk_len = p.cu_seqlens_q[w.b + 1] - q_begin;

@@ -46,10 +46,12 @@ struct Params {
   int tiles_per_entry_shift;              ///< log2(table_block_tokens / kBlockN).
 
   // Schedule.
-  int m_tiles_per_table;  ///< Row tiles (kBlockM packed rows each) per table.
-  int num_tables;         ///< Tables of the layout (TableShape::num_tables()).
-  int num_splits;         ///< CTAs each table's KV tiles are split across (1: no split).
-  float scale_log2;       ///< Softmax scale * log2(e).
+  /// Row-tile slots (kBlockM packed rows each) per table, or per head/tail pair of tables with
+  /// a tail split (TileScheduler::decode_tail_split packs the pairs' tiles).
+  int m_tiles_per_table;
+  int num_tables;    ///< Tables of the layout (TableShape::num_tables()).
+  int num_splits;    ///< CTAs each table's KV tiles are split across (1: no split).
+  float scale_log2;  ///< Softmax scale * log2(e).
 
   // Split-KV partials (num_splits > 1): [split][total_q_bound][Hq][D] and [split][..][Hq].
   float* part_o;           ///< Split partial outputs.

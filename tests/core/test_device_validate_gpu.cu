@@ -16,6 +16,8 @@ TEST_CASE("validate_on_device names the first bad page id or length") {
   c.head_dim = 16;
   test::ProblemSpec spec;
   spec.num_seqs = 3;
+  spec.min_kv = 3 * c.page_size + 1;  // sequence 1 uses its page 2 (a short draw left it unused:
+                                      // nothing to report, a failed check)
   test::HostProblem p = test::make_problem(c, spec, rng);
   test::DeviceBuffer<int> record(4);
   {

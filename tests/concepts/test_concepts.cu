@@ -10,7 +10,8 @@ static_assert(MaskSource<DenseMask> && HostMaskSource<DenseMask> && DeviceMaskSo
 static_assert(MaskSource<SinkLocalMask> && DeviceMaskSource<SinkLocalMask>);
 static_assert(HasConfigure<SinkLocalMask>);
 static_assert(UnionStrategy<BlockUnion<>> && HostUnionStrategy<BlockUnion<>>);
-static_assert(UnionStrategy<QBlockUnion<>> && UnionStrategy<GroupUnion<>> && UnionStrategy<NoUnion<>>);
+static_assert(UnionStrategy<QBlockUnion<>> && UnionStrategy<GroupUnion<>> &&
+              UnionStrategy<NoUnion<>>);
 static_assert(Executor<ReferenceExecutor> && ReferenceExecutor::space == Space::host);
 
 // Declared, never defined: only their signatures matter to the concepts.
@@ -35,6 +36,7 @@ static_assert(!UnionStrategy<WrongShape>);
 static_assert(!Executor<NoSpace>);
 static_assert(!MaskSource<int>);
 
-TEST_CASE("policy concepts: shipped policies conform, incomplete ones are rejected (compile time)") {
+TEST_CASE(
+    "policy concepts: shipped policies conform, incomplete ones are rejected (compile time)") {
   CHECK(MaskSource<HostOnlyMask>);
 }

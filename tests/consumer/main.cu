@@ -9,7 +9,8 @@ int main() {
   config.num_kv_heads = 4;
   compact::PlanLimits limits;
   limits.max_batch = 8;
-  compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::ReferenceExecutor> engine(config, limits);
+  compact::Engine<compact::DenseMask, compact::BlockUnion<>, compact::ReferenceExecutor> engine(
+      config, limits);
   std::printf("workspace: %zu bytes\n", engine.workspace_bytes());
   return 0;
 }

@@ -1,9 +1,9 @@
 // The debug-only device validation finds bad lengths and page ids that live on the device.
 #include <doctest/doctest.h>
 
-#include "compact/core/device_validate.cuh"
 #include "../support/device_problem.cuh"
 #include "../support/seed.hpp"
+#include "compact/core/device_validate.cuh"
 
 using namespace compact;
 using doctest::Contains;
@@ -27,14 +27,16 @@ TEST_CASE("validate_on_device names the first bad page id or length") {
   p.page_table[p.page_table_stride * 1 + 2] = p.num_pages + 5;
   {
     const test::DeviceProblem d(p);
-    CHECK_THROWS_WITH_AS(validate_on_device(c, p.limits, d.batch(), d.cache(), record.get(), nullptr),
-                         Contains("cache.page_table[1][2] (device)"), Error);
+    CHECK_THROWS_WITH_AS(
+        validate_on_device(c, p.limits, d.batch(), d.cache(), record.get(), nullptr),
+        Contains("cache.page_table[1][2] (device)"), Error);
   }
   p.page_table[p.page_table_stride * 1 + 2] = 0;
   p.kv_lens[2] = p.cu_seqlens[3] - p.cu_seqlens[2] - 1;
   {
     const test::DeviceProblem d(p);
-    CHECK_THROWS_WITH_AS(validate_on_device(c, p.limits, d.batch(), d.cache(), record.get(), nullptr),
-                         Contains("batch.kv_lens[2] (device)"), Error);
+    CHECK_THROWS_WITH_AS(
+        validate_on_device(c, p.limits, d.batch(), d.cache(), record.get(), nullptr),
+        Contains("batch.kv_lens[2] (device)"), Error);
   }
 }

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <vector>
 
-#include "compact/reference/attention.hpp"
 #include "../support/naive.hpp"
 #include "../support/seed.hpp"
+#include "compact/reference/attention.hpp"
 
 using namespace compact;
 
@@ -27,7 +27,8 @@ double compare_to_naive(const test::HostProblem& p) {
                               ++rows;
                               const std::size_t base = (row * p.config.num_q_heads + h);
                               for (int i = 0; i < p.config.head_dim; ++i) {
-                                const double e = std::abs(o[i] - naive.o[base * p.config.head_dim + i]);
+                                const double e =
+                                    std::abs(o[i] - naive.o[base * p.config.head_dim + i]);
                                 worst = std::isnan(e) ? INFINITY : std::max(worst, e);
                               }
                               const double e = std::abs(lse - naive.lse[base]);
@@ -40,8 +41,9 @@ double compare_to_naive(const test::HostProblem& p) {
 }  // namespace
 
 TEST_CASE("reference attention equals naive O(n^2) attention on random ragged paged batches") {
-  const Case cases[] = {{4, 4, 16, DType::bf16},  {8, 2, 16, DType::fp16}, {8, 1, 256, DType::bf16},
-                        {16, 2, 256, DType::fp16}, {4, 4, 256, DType::fp16}, {8, 1, 16, DType::bf16}};
+  const Case cases[] = {{4, 4, 16, DType::bf16},  {8, 2, 16, DType::fp16},
+                        {8, 1, 256, DType::bf16}, {16, 2, 256, DType::fp16},
+                        {4, 4, 256, DType::fp16}, {8, 1, 16, DType::bf16}};
   std::uint64_t salt = 0;
   for (const Case& k : cases) {
     for (int rep = 0; rep < 2; ++rep) {

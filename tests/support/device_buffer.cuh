@@ -31,11 +31,13 @@ class DeviceBuffer {
     if (ptr_) cudaFree(ptr_);
   }
   void upload(const std::vector<T>& host) {
-    COMPACT_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    COMPACT_CUDA_CHECK(
+        cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   }
   std::vector<T> download() const {
     std::vector<T> host(n_);
-    if (n_ > 0) COMPACT_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    if (n_ > 0)
+      COMPACT_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
     return host;
   }
   /// Fills every byte with `byte` (poison before a kernel that must write everything).

@@ -73,10 +73,12 @@ inline NaiveResult naive_attention(const HostProblem& p, const KeyFilter& allowe
           if (!visible(j)) continue;
           const double w = std::exp(S[static_cast<std::size_t>(t) * L + j] - m);
           sum += w;
-          for (int i = 0; i < d; ++i) acc[i] += w * V[(static_cast<std::size_t>(j) * hkv + kvh) * d + i];
+          for (int i = 0; i < d; ++i)
+            acc[i] += w * V[(static_cast<std::size_t>(j) * hkv + kvh) * d + i];
         }
         for (int i = 0; i < d; ++i) r.o[(row * hq + h) * d + i] = sum > 0 ? acc[i] / sum : 0.0;
-        r.lse[row * hq + h] = sum > 0 ? m + std::log(sum) : -std::numeric_limits<double>::infinity();
+        r.lse[row * hq + h] =
+            sum > 0 ? m + std::log(sum) : -std::numeric_limits<double>::infinity();
       }
     }
   }

@@ -21,8 +21,8 @@ inline ReferenceResult parallel_reference(const AttentionConfig& c, const ChunkB
   ReferenceResult r;
   r.o.assign(static_cast<std::size_t>(batch.total_q) * c.num_q_heads * c.head_dim, 0.0);
   r.lse.assign(static_cast<std::size_t>(batch.total_q) * c.num_q_heads, 0.0);
-  const int threads =
-      std::max(1, std::min<int>(batch.num_seqs, static_cast<int>(std::thread::hardware_concurrency())));
+  const int threads = std::max(
+      1, std::min<int>(batch.num_seqs, static_cast<int>(std::thread::hardware_concurrency())));
   std::vector<std::thread> pool;
   for (int w = 0; w < threads; ++w) {
     pool.emplace_back([&, w] {

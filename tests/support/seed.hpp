@@ -19,8 +19,9 @@ inline std::uint64_t base_seed() {
 
 /// A generator for one test case, derived from the base seed and a case-specific salt.
 inline std::mt19937_64 rng_for(std::uint64_t salt) {
-  std::seed_seq seq{static_cast<std::uint32_t>(base_seed()), static_cast<std::uint32_t>(base_seed() >> 32),
-                    static_cast<std::uint32_t>(salt), static_cast<std::uint32_t>(salt >> 32)};
+  std::seed_seq seq{static_cast<std::uint32_t>(base_seed()),
+                    static_cast<std::uint32_t>(base_seed() >> 32), static_cast<std::uint32_t>(salt),
+                    static_cast<std::uint32_t>(salt >> 32)};
   return std::mt19937_64(seq);
 }
 

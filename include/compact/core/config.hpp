@@ -16,13 +16,13 @@ namespace compact {
 /// Everything here is fixed for the lifetime of an Engine; per-step values (lengths, pointers)
 /// live in ChunkBatch and PagedKV. Call validate() (the Engine does) before use.
 struct AttentionConfig {
-  int num_q_heads = 32;     ///< Hq: query heads of this layer (on this GPU).
-  int num_kv_heads = 8;     ///< Hkv: KV heads; Hq must be a multiple.
-  int head_dim = 128;       ///< D: elements per head.
+  int num_q_heads = 32;       ///< Hq: query heads of this layer (on this GPU).
+  int num_kv_heads = 8;       ///< Hkv: KV heads; Hq must be a multiple.
+  int head_dim = 128;         ///< D: elements per head.
   DType dtype = DType::bf16;  ///< Element type of Q, K, V and O.
-  int block_q = 128;        ///< Bq: query tokens per mask row (query block), relative to the chunk.
-  int block_k = 128;        ///< Bk: KV tokens per mask column (KV block), from position 0.
-  int page_size = 16;       ///< Tokens per page of the paged KV cache.
+  int block_q = 128;   ///< Bq: query tokens per mask row (query block), relative to the chunk.
+  int block_k = 128;   ///< Bk: KV tokens per mask column (KV block), from position 0.
+  int page_size = 16;  ///< Tokens per page of the paged KV cache.
   /// Query heads that share one block table ("execution group"). 0 selects the GQA group
   /// (Hq / Hkv); a divisor of it trades K/V reuse in the executor for sparsity.
   int exec_group_size = 0;
@@ -52,8 +52,8 @@ struct AttentionConfig {
             detail::cat("a positive multiple of config.num_kv_heads (", num_kv_heads, ")"));
     require(head_dim > 0 && head_dim % 8 == 0 && head_dim <= 256, "config.head_dim", head_dim,
             "a multiple of 8 in [8, 256] (device executors support 64 and 128)");
-    require(dtype == DType::bf16 || dtype == DType::fp16, "config.dtype",
-            static_cast<int>(dtype), "DType::bf16 or DType::fp16");
+    require(dtype == DType::bf16 || dtype == DType::fp16, "config.dtype", static_cast<int>(dtype),
+            "DType::bf16 or DType::fp16");
     require(is_pow2(block_q) && block_q >= 16 && block_q <= 256, "config.block_q", block_q,
             "a power of two in [16, 256]");
     require(is_pow2(block_k) && block_k >= 16 && block_k <= 256, "config.block_k", block_k,

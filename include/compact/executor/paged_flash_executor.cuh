@@ -142,8 +142,7 @@ struct PagedFlashExecutor {
     paged_flash::Params p = make_params(a);
     paged_flash::dispatch<Tuning>(a.config, [&]<class T, int kD>() {
       with_traits<T, kD>([&]<class Traits>() {
-        const long long grid = paged_flash::TileScheduler::grid_size(
-            shape_.num_tables(), shape_.tail_split, m_tiles_, num_splits_);
+        const long long grid = paged_flash::TileScheduler::grid_size(shape_, m_tiles_, num_splits_);
         if (num_splits_ == 1) {
           paged_flash::paged_flash_kernel<Traits, false>
               <<<static_cast<unsigned>(grid), Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
@@ -185,9 +184,8 @@ struct PagedFlashExecutor {
   static constexpr int kTileTokens = 64;  // the kBlockN of every tile shape in tile_sizes.hpp
 
   int heuristic_splits(const PlanLimits& l, const TableShape& shape) const {
-    // A tail split's two tables share their rows, so they count once.
-    const long long ctas =
-        static_cast<long long>(shape.max_batch) * shape.row_groups_per_seq() * m_tiles_;
+    // The grid without a split (a tail split's two tables share their row-tile slots).
+    const long long ctas = paged_flash::TileScheduler::grid_size(shape, m_tiles_, 1);
     if (ctas >= paged_flash::kFillTarget * cta_slots_) return 1;
     const int max_tiles = ceil_div(l.max_kv_len, kTileTokens);
     const long long want = ceil_div(static_cast<long long>(cta_slots_), ctas);

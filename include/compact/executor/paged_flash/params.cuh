@@ -46,8 +46,8 @@ struct Params {
   int tiles_per_entry_shift;              ///< log2(table_block_tokens / kBlockN).
 
   // Schedule.
-  /// Row-tile slots (kBlockM packed rows each) per table, or per head/tail pair of tables with
-  /// a tail split (TileScheduler::decode_tail_split packs the pairs' tiles).
+  /// Row tiles (kBlockM packed rows each) per table; read by TileScheduler::decode only (a tail
+  /// split's decode_tail_split packs each pair's tiles by their real counts).
   int m_tiles_per_table;
   int num_tables;    ///< Tables of the layout (TableShape::num_tables()).
   int num_splits;    ///< CTAs each table's KV tiles are split across (1: no split).

@@ -2,6 +2,7 @@
 /// @brief Which (table, query-row tile, KV split) a CTA computes, and the rows it covers.
 #pragma once
 
+#include "compact/core/block_tables.hpp"
 #include "compact/core/macros.hpp"
 #include "compact/executor/paged_flash/params.cuh"
 
@@ -45,12 +46,11 @@ struct RowMap {
 /// per SM as the 2D baseline's grid, up to 11% more elapsed cycles). Tail tables far longer than
 /// their head tables (a final chunk's) start first: longest processing time first.
 struct TileScheduler {
-  /// CTAs of the grid: every table (tail-split pair) of the limits' layout x row-tile slots x
-  /// splits.
-  static long long grid_size(int num_tables, bool tail_split, int m_tiles_per_table,
-                             int num_splits) {
-    const long long slots = tail_split ? num_tables / 2 : num_tables;
-    return slots * num_splits * m_tiles_per_table;
+  /// CTAs of the grid: every row group of the limits' layout (a table, or a tail-split pair of
+  /// tables, TableShape::row_groups_per_seq) x row-tile slots x splits.
+  static long long grid_size(const TableShape& shape, int m_tiles_per_table, int num_splits) {
+    return static_cast<long long>(shape.max_batch) * shape.row_groups_per_seq() * num_splits *
+           m_tiles_per_table;
   }
 
   /// The work tile of CTA `block` without a tail split (row tile fastest, then split, then

@@ -218,17 +218,10 @@ struct PagedFlashExecutor {
     p.indptr = a.tables.indptr;
     p.indices = a.tables.indices;
     p.last_block_tokens = a.tables.last_block_tokens;
-    p.heads_per_table = shape_.heads_per_table;
-    p.head_groups = shape_.head_groups;
-    p.q_groups = shape_.q_groups;
-    p.per_q_block = shape_.per_q_block ? 1 : 0;
-    p.tail_split = shape_.tail_split ? 1 : 0;
     p.q_split = shape_.tail_split ? a.tables.q_split : nullptr;
-    p.block_q = c.block_q;
-    p.table_block_tokens = shape_.table_block_tokens;
+    p.shape = shape_;
     p.tiles_per_entry_shift = log2_of(shape_.table_block_tokens / kTileTokens);
     p.m_tiles_per_table = m_tiles_;
-    p.num_tables = shape_.num_tables();
     p.num_splits = num_splits_;
     p.scale_log2 = c.scale() * 1.4426950408889634f;
     if (num_splits_ > 1) {

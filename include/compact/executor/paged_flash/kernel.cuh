@@ -24,7 +24,7 @@ __device__ __forceinline__ int tile_position(const Params& p, const std::int32_t
                                              int tile_tokens) {
   const int entry = __ldg(entries + (j >> p.tiles_per_entry_shift));
   const int sub = j & ((1 << p.tiles_per_entry_shift) - 1);
-  return entry * p.table_block_tokens + sub * tile_tokens;
+  return entry * p.shape.table_block_tokens + sub * tile_tokens;
 }
 
 /// One CTA: kBlockM packed rows (tokens x heads of one table) against the KV tiles of its table
@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   // Row offsets of the next two K/V tiles, [2][kBlockN], after the K/V buffers.
   std::int64_t* smem_rows = reinterpret_cast<std::int64_t*>(smem_k(Traits::kStages));
 
-  const WorkTile w = p.tail_split ? TileScheduler::decode_tail_split<kBlockM>(p, blockIdx.x)
+  const WorkTile w = p.shape.tail_split ? TileScheduler::decode_tail_split<kBlockM>(p, blockIdx.x)
                                   : TileScheduler::decode(p, blockIdx.x);
   if (w.b >= p.num_seqs) return;
   const int q_begin = p.cu_seqlens_q[w.b];

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "compact/core/block_tables.hpp"
+
 namespace compact::paged_flash {
 
 /// Everything the paged-flash kernels read, flattened to plain values and pointers so the
@@ -31,25 +33,19 @@ struct Params {
   int page_size;                   ///< Tokens per page (a power of two).
   int page_shift;                  ///< log2(page_size).
 
-  // Block tables (CSR) and their shape.
+  // Block tables (CSR) and their shape: the kernel maps tables to rows with the same
+  // TableShape members the unions use to lay them out, so the two cannot disagree.
   const std::int32_t* indptr;             ///< CSR offsets of the block tables.
   const std::int32_t* indices;            ///< CSR logical table-block ids.
   const std::int32_t* last_block_tokens;  ///< Valid tokens of each table's last entry.
-  int heads_per_table;                    ///< TableShape::heads_per_table.
-  int head_groups;                        ///< TableShape::head_groups.
-  int q_groups;                           ///< TableShape::q_groups.
-  int per_q_block;                        ///< TableShape::per_q_block, as 0 or 1.
-  int tail_split;                         ///< TableShape::tail_split, as 0 or 1.
   const std::int32_t* q_split;            ///< BlockTables::q_split (null: no tail table).
-  int block_q;                            ///< Bq.
-  int table_block_tokens;                 ///< Tokens per table entry.
-  int tiles_per_entry_shift;              ///< log2(table_block_tokens / kBlockN).
+  TableShape shape;                       ///< The tables' shape (BlockTables::shape).
+  int tiles_per_entry_shift;              ///< log2(shape.table_block_tokens / kBlockN).
 
   // Schedule.
   /// Row tiles (kBlockM packed rows each) per table; read by TileScheduler::decode only (a tail
   /// split's decode_tail_split packs each pair's tiles by their real counts).
   int m_tiles_per_table;
-  int num_tables;    ///< Tables of the layout (TableShape::num_tables()).
   int num_splits;    ///< CTAs each table's KV tiles are split across (1: no split).
   float scale_log2;  ///< Softmax scale * log2(e).
 

@@ -61,18 +61,21 @@ struct TileScheduler {
     const long long rest = block / p.m_tiles_per_table;
     w.split = static_cast<int>(rest % p.num_splits);
     w.table = static_cast<int>(rest / p.num_splits);
-    w.qg = w.table % p.q_groups;
-    const int bh = w.table / p.q_groups;
-    w.hg = bh % p.head_groups;
-    w.b = bh / p.head_groups;
+    // The inverse of TableShape::table_index.
+    w.qg = w.table % p.shape.q_groups;
+    const int bh = w.table / p.shape.q_groups;
+    w.hg = bh % p.shape.head_groups;
+    w.b = bh / p.shape.head_groups;
     return w;
   }
 
-  /// First chunk row of sequence b's tail table (chunk_len when it has none).
+  /// First chunk row of sequence b's tail table (chunk_len when it has none): the first query
+  /// block TableShape::q_blocks gives the tail table, in rows.
   COMPACT_HOST_DEVICE static int split_token(const Params& p, int b, int chunk_len) {
     if (p.q_split == nullptr) return chunk_len;
-    const int n_qb = ceil_div(chunk_len, p.block_q);
-    return min_of(min_of(max_of(p.q_split[b], 0), n_qb) * p.block_q, chunk_len);
+    const int bq = p.shape.block_q;
+    const int n_qb = ceil_div(chunk_len, bq);
+    return min_of(p.shape.q_blocks(1, n_qb, p.q_split[b]).first * bq, chunk_len);
   }
 
   /// The work tile of CTA `block` with a tail split (every thread of a warp calls it; each warp
@@ -85,7 +88,8 @@ struct TileScheduler {
   template <int kBlockM>
   __device__ static WorkTile decode_tail_split(const Params& p, long long block) {
     const int lane = threadIdx.x % 32;
-    const int pairs = p.num_seqs * p.head_groups;
+    const TableShape& s = p.shape;
+    const int pairs = p.num_seqs * s.head_groups;
     WorkTile w;
     w.b = p.num_seqs;
     long long offset = block;  // CTA index within the current region
@@ -95,14 +99,15 @@ struct TileScheduler {
         int tail = 0, head = 0;
         bool lead = false;
         if (u < pairs) {
-          const int b = u / p.head_groups;
+          const int b = u / s.head_groups;
           const int len = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
           const int cut = split_token(p, b, len);
-          tail = ceil_div((len - cut) * p.heads_per_table, kBlockM);
-          head = ceil_div(cut * p.heads_per_table, kBlockM);
-          // Tables 2u (head) and 2u + 1 (tail) of pair u.
-          const int head_entries = p.indptr[2 * u + 1] - p.indptr[2 * u];
-          const int tail_entries = p.indptr[2 * u + 2] - p.indptr[2 * u + 1];
+          tail = ceil_div((len - cut) * s.heads_per_table, kBlockM);
+          head = ceil_div(cut * s.heads_per_table, kBlockM);
+          // The head table (qg 0) and the tail table (qg 1) of pair u are adjacent.
+          const int t0 = s.table_index(b, u % s.head_groups, 0);
+          const int head_entries = p.indptr[t0 + 1] - p.indptr[t0];
+          const int tail_entries = p.indptr[t0 + 2] - p.indptr[t0 + 1];
           lead = tail > 0 && tail_entries >= 2 * head_entries;
         }
         const int tiles = region == 0 ? (lead ? tail : 0) : head + (lead ? 0 : tail);
@@ -122,12 +127,12 @@ struct TileScheduler {
           const int t_tail = __shfl_sync(0xffffffffu, tail_tiles, src);
           const int m = static_cast<int>(r % t);
           const int pair = base + src;
-          w.b = pair / p.head_groups;
-          w.hg = pair % p.head_groups;
+          w.b = pair / s.head_groups;
+          w.hg = pair % s.head_groups;
           w.split = static_cast<int>(r / t);
           w.qg = m < t_tail ? 1 : 0;
           w.m_tile = w.qg == 1 ? m : m - t_tail;
-          w.table = 2 * pair + w.qg;
+          w.table = s.table_index(w.b, w.hg, w.qg);
           return w;
         }
         offset -= __shfl_sync(0xffffffffu, incl, 31);
@@ -139,12 +144,13 @@ struct TileScheduler {
   /// The rows of the work tile's table, given the sequence's chunk length.
   COMPACT_HOST_DEVICE static RowMap rows(const Params& p, const WorkTile& w, int chunk_len) {
     RowMap m;
-    m.heads = p.heads_per_table;
-    m.head0 = w.hg * p.heads_per_table;
-    if (p.per_q_block) {
-      m.token_begin = w.qg * p.block_q;
-      m.tokens = max_of(0, min_of(p.block_q, chunk_len - m.token_begin));
-    } else if (p.tail_split) {
+    const TableShape& s = p.shape;
+    m.heads = s.heads_per_table;
+    m.head0 = w.hg * s.heads_per_table;
+    if (s.per_q_block) {
+      m.token_begin = w.qg * s.block_q;
+      m.tokens = max_of(0, min_of(s.block_q, chunk_len - m.token_begin));
+    } else if (s.tail_split) {
       // Rows before the split in table qg 0, from it on in qg 1 (no q_split: all in qg 0).
       const int cut = split_token(p, w.b, chunk_len);
       m.token_begin = w.qg == 0 ? 0 : cut;

@@ -25,7 +25,8 @@ listed in the markdown only. --attention-families overrides the detection.
 
 Summary row fields: family, method, preset, batch, hq, hkv, head_dim, kv_len, chunk, the other
 parameters (page, ...), ms, the counters present among select_ms, attn_ms, total_ms,
-last_chunk_ms, density, tflops, dense_equiv_tflops; dense_ms, speedup_vs_dense, dense_ref;
+last_chunk_ms, plan_host_ms, density, tflops, dense_equiv_tflops; dense_ms, speedup_vs_dense,
+dense_ref;
 <peer>_ms and speedup_vs_<peer> for sdpa_flash, sdpa_cudnn and every other peer name present
 (null when there is nothing to compare with, the reason in "missing"); peer_basis; benchmark.
 
@@ -73,8 +74,8 @@ PARAM_NAMES = {"kv": "kv_len"}  # key in the name -> field in the summary
 REQUIRED_PEERS = ("sdpa_flash", "sdpa_cudnn")
 EXACT_MASK = {"flex_block_sparse": "block_sparse_causal_lower_right"}
 DEFAULT_EXACT_MASK = "causal_lower_right"
-COUNTERS = ("select_ms", "attn_ms", "total_ms", "last_chunk_ms", "density", "tflops",
-            "dense_equiv_tflops")
+COUNTERS = ("select_ms", "attn_ms", "total_ms", "last_chunk_ms", "plan_host_ms", "density",
+            "tflops", "dense_equiv_tflops")
 ATTENTION_MARKERS = ("tflops", "attn_ms", "total_ms", "last_chunk_ms")
 TIME_UNITS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 # Fields Google Benchmark writes itself; every other numeric field of a run is a user counter.

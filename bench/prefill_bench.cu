@@ -4,13 +4,17 @@
 //
 // Timing: every chunk's selection (plan: mask + union) and attention (run) of every method are
 // timed with CUDA events COMPACT_PREFILL_REPS times (default 3, after the untimed warm-up pass
-// over chunk 0) and the per-chunk medians are summed over the prompt.
+// over chunk 0) and the per-chunk medians are summed over the prompt. Each timed pass starts
+// behind a host lead (common/host_lead.cuh, as bench/peers.py does for its peers), so the events
+// time the GPU's work, not the host's launch latency; the host's time inside plan() is reported
+// apart (plan_host_ms: in an engine it overlaps the GPU's previous work).
 //
 // Environment: COMPACT_PREFILL_CSV, when set, is a file that receives one line per (chunk, method):
-// preset, prompt, chunk size, chunk index, method, selection ms, attention ms, table entries and
-// dense entries (the per-chunk medians behind the totals). COMPACT_SELECTION_DIR, when set,
-// receives the last chunk's FlashPrefill 2D mask of every configuration as a .npy bool array
-// [B][Hq][nqb][nkb] (for bench/peers.py's FlexAttention peer: selection_{preset}_{kv}_{chunk}.npy).
+// preset, prompt, chunk size, chunk index, method, selection ms, attention ms, table entries,
+// dense entries (the per-chunk medians behind the totals) and the host ms of plan().
+// COMPACT_SELECTION_DIR, when set, receives the last chunk's FlashPrefill 2D mask of every
+// configuration as a .npy bool array [B][Hq][nqb][nkb] (for bench/peers.py's FlexAttention peer:
+// selection_{preset}_{kv}_{chunk}.npy).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -50,6 +54,7 @@ struct MethodTotals {
   double last_select_ms = 0, last_attn_ms = 0;
   double selected = 0, dense = 0;  // table entries, for density
   double last_rel_err = 0;         // last chunk's output vs dense, relative L2
+  double plan_host_ms = 0;         // host time of plan() (validation + launches), not GPU time
 };
 
 struct PrefillResult {
@@ -197,7 +202,7 @@ const PrefillResult& run_prefill(const Shape& sh) {
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : 0.5f * (v[v.size() / 2 - 1] + v[v.size() / 2]);
   };
-  std::array<float, kMethods> sel_ms{}, att_ms{};
+  std::array<float, kMethods> sel_ms{}, att_ms{}, host_ms{};
   std::array<cudaEvent_t, 2 + 2 * kMethods> ev;
   for (auto& e : ev) COMPACT_CUDA_CHECK(cudaEventCreate(&e));
   std::vector<std::uint16_t> q_chunk;
@@ -225,25 +230,31 @@ const PrefillResult& run_prefill(const Shape& sh) {
       COMPACT_CUDA_CHECK(cudaMemcpy(v_new.get() + b * C * row_kv, v_all.get() + ci * C * row_kv,
                                     C * row_kv * 2, cudaMemcpyDeviceToDevice));
     }
+    host_lead();
     COMPACT_CUDA_CHECK(cudaEventRecord(ev[0]));
     append_kv_device(c, l, kv_chunk, cache);
     COMPACT_CUDA_CHECK(cudaEventRecord(ev[1]));
     COMPACT_CUDA_CHECK(cudaEventSynchronize(ev[1]));
     const float append_ms = elapsed(ev[0], ev[1]);
     for (int m = 0; m < kMethods; ++m) {
-      std::vector<float> sel, att;
+      std::vector<float> sel, att, host;
       for (int rep = 0; rep < (i < 0 ? 1 : reps); ++rep) {
+        host_lead();  // the host enqueues plan and run while the GPU spins
         COMPACT_CUDA_CHECK(cudaEventRecord(ev[2]));
+        const auto h0 = std::chrono::steady_clock::now();
         plan(m);
+        const auto h1 = std::chrono::steady_clock::now();
         COMPACT_CUDA_CHECK(cudaEventRecord(ev[3]));
         run(m);
         COMPACT_CUDA_CHECK(cudaEventRecord(ev[4]));
         COMPACT_CUDA_CHECK(cudaEventSynchronize(ev[4]));
         sel.push_back(elapsed(ev[2], ev[3]));
         att.push_back(elapsed(ev[3], ev[4]));
+        host.push_back(std::chrono::duration<float, std::milli>(h1 - h0).count());
       }
       sel_ms[m] = median(sel);
       att_ms[m] = median(att);
+      host_ms[m] = median(host);
     }
     if (i < 0) continue;
     r.append_ms += append_ms;
@@ -259,6 +270,7 @@ const PrefillResult& run_prefill(const Shape& sh) {
       MethodTotals& t = r.m[m];
       t.select_ms += sel;
       t.attn_ms += att;
+      t.plan_host_ms += host_ms[m];
       if (last) {
         t.last_select_ms = sel;
         t.last_attn_ms = att;
@@ -267,9 +279,9 @@ const PrefillResult& run_prefill(const Shape& sh) {
       t.selected += d.selected;
       t.dense += d.dense;
       if (csv) {
-        std::fprintf(csv.get(), "%s,%d,%d,%d,%s,%.5f,%.5f,%.0f,%.0f\n", sh.preset.name, P, C, i,
-                     kMethodNames[m], sel, att, static_cast<double>(d.selected),
-                     static_cast<double>(d.dense));
+        std::fprintf(csv.get(), "%s,%d,%d,%d,%s,%.5f,%.5f,%.0f,%.0f,%.5f\n", sh.preset.name, P, C,
+                     i, kMethodNames[m], sel, att, static_cast<double>(d.selected),
+                     static_cast<double>(d.dense), host_ms[m]);
       }
     }
     if (last) {
@@ -323,6 +335,7 @@ void BM_ChunkedPrefill(benchmark::State& state, Shape sh, int method) {
   state.counters["last_chunk_ms"] = t.last_select_ms + t.last_attn_ms;
   state.counters["last_select_ms"] = t.last_select_ms;
   state.counters["density"] = t.dense > 0 ? t.selected / t.dense : 0;
+  state.counters["plan_host_ms"] = t.plan_host_ms;
   state.counters["append_ms"] = r->append_ms;
   state.counters["chunks"] = r->chunks;
   if (method > 0) state.counters["last_rel_err_vs_dense"] = t.last_rel_err;

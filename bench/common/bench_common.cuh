@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "compact/core/cuda_check.hpp"
+#include "host_lead.cuh"
 
 namespace compact::bench {
 
@@ -31,8 +32,8 @@ inline bool have_gpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-/// Median milliseconds of `reps` timed runs of `fn` (each bracketed by CUDA events on `stream`)
-/// after `warmup` untimed runs.
+/// Median milliseconds of `reps` timed runs of `fn` (each bracketed by CUDA events on `stream`,
+/// after a host lead: host_lead.cuh) after `warmup` untimed runs.
 template <class Fn>
 double median_ms(Fn&& fn, cudaStream_t stream = nullptr, int warmup = 3, int reps = 10) {
   for (int i = 0; i < warmup; ++i) fn();
@@ -41,6 +42,7 @@ double median_ms(Fn&& fn, cudaStream_t stream = nullptr, int warmup = 3, int rep
   COMPACT_CUDA_CHECK(cudaEventCreate(&stop));
   std::vector<float> ms(reps);
   for (int i = 0; i < reps; ++i) {
+    host_lead(stream);
     COMPACT_CUDA_CHECK(cudaEventRecord(start, stream));
     fn();
     COMPACT_CUDA_CHECK(cudaEventRecord(stop, stream));

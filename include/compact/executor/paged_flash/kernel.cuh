@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSM)
   std::int64_t* smem_rows = reinterpret_cast<std::int64_t*>(smem_k(Traits::kStages));
 
   const WorkTile w = p.shape.tail_split ? TileScheduler::decode_tail_split<kBlockM>(p, blockIdx.x)
-                                  : TileScheduler::decode(p, blockIdx.x);
+                                        : TileScheduler::decode(p, blockIdx.x);
   if (w.b >= p.num_seqs) return;
   const int q_begin = p.cu_seqlens_q[w.b];
   const int chunk_len = p.cu_seqlens_q[w.b + 1] - q_begin;

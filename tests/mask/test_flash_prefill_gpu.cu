@@ -240,6 +240,9 @@ TEST_CASE("group_select_kernel stages the masses in shared memory only where the
   CHECK(GroupSelectSmem::of(1024).bytes == 1024 * 8 + 2 * 32 * 4);
   CHECK(GroupSelectSmem::of(6250).staged_blocks == 0);  // the last case of kCases
   CHECK(GroupSelectSmem::of(6250).bytes == 2 * 196 * 4);
+  // The kernel's static shared memory counts against the same 48 KB (kStaticBytes kept for it).
+  CHECK(GroupSelectSmem::of(5700).staged_blocks == 5700);  // 2048 + 5700 * 8 + 2 * 179 * 4
+  CHECK(GroupSelectSmem::of(5710).staged_blocks == 0);     // 8 bytes past 48 KB
 }
 
 TEST_CASE("FlashPrefillMask group_mass: device equals host bit for bit") {

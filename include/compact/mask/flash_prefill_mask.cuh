@@ -997,12 +997,18 @@ struct GroupSelectParams {
 struct GroupSelectSmem {
   int bytes = 0;          ///< Dynamic shared memory to launch with.
   int staged_blocks = 0;  ///< Masses staged (max_kv_blocks, or 0 when they do not fit).
+  /// Shared bytes kept for the kernel's static shared memory (the selection's storage and its
+  /// alignment), which counts against the same 48 KB as the dynamic part.
+  static constexpr int kStaticBytes = 2048;
+  static_assert(sizeof(typename group_mass::BlockMassSelect<kSelectThreads>::TempStorage) + 256 <=
+                    kStaticBytes,
+                "group_select_kernel's static shared memory outgrew GroupSelectSmem::kStaticBytes");
   /// The layout for the limits' KV blocks per sequence.
   static GroupSelectSmem of(int max_kv_blocks) {
     const int bitmaps = 2 * ceil_div(max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
     const int masses = max_kv_blocks * static_cast<int>(sizeof(std::uint64_t));
     GroupSelectSmem g;
-    const bool fits = masses + bitmaps <= 48 * 1024;
+    const bool fits = kStaticBytes + masses + bitmaps <= 48 * 1024;
     g.staged_blocks = fits ? max_kv_blocks : 0;
     g.bytes = bitmaps + (fits ? masses : 0);
     return g;
@@ -1232,8 +1238,12 @@ struct FlashPrefillMask {
       gp.tau_fix = group_mass::tau_fixed(params.group_mass);
       const GroupSelectSmem smem = GroupSelectSmem::of(geo.max_kv_blocks);
       gp.staged_blocks = smem.staged_blocks;
-      require(smem.bytes <= 48 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
-              "at most 196608 KV blocks (max_kv_len / block_k) for the group_mass selection");
+      constexpr int kMaxBlocks = (48 * 1024 - GroupSelectSmem::kStaticBytes) /
+                                 static_cast<int>(2 * sizeof(std::uint32_t)) * 32;
+      require(smem.bytes + GroupSelectSmem::kStaticBytes <= 48 * 1024, "limits.max_kv_len",
+              a.limits.max_kv_len,
+              detail::cat("at most ", kMaxBlocks,
+                          " KV blocks (max_kv_len / block_k) for the group_mass selection"));
       flash_prefill::group_select_kernel<flash_prefill::kSelectThreads>
           <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem.bytes,
              stream>>>(gp);

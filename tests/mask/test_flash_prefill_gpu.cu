@@ -243,6 +243,11 @@ TEST_CASE("group_select_kernel stages the masses in shared memory only where the
   // The kernel's static shared memory counts against the same 48 KB (kStaticBytes kept for it).
   CHECK(GroupSelectSmem::of(5700).staged_blocks == 5700);  // 2048 + 5700 * 8 + 2 * 179 * 4
   CHECK(GroupSelectSmem::of(5710).staged_blocks == 0);     // 8 bytes past 48 KB
+  // The longest limits the kernel launches for: the bitmaps alone fill what is left.
+  constexpr int kMax = GroupSelectSmem::kMaxBlocks;
+  CHECK(kMax == 188416);
+  CHECK(GroupSelectSmem::of(kMax).bytes + GroupSelectSmem::kStaticBytes <= 48 * 1024);
+  CHECK(GroupSelectSmem::of(kMax + 1).bytes + GroupSelectSmem::kStaticBytes > 48 * 1024);
 }
 
 TEST_CASE("FlashPrefillMask group_mass: device equals host bit for bit") {

@@ -1003,6 +1003,9 @@ struct GroupSelectSmem {
   static_assert(sizeof(typename group_mass::BlockMassSelect<kSelectThreads>::TempStorage) + 256 <=
                     kStaticBytes,
                 "group_select_kernel's static shared memory outgrew GroupSelectSmem::kStaticBytes");
+  /// Most KV blocks per sequence: their two bitmaps alone fill the 48 KB.
+  static constexpr int kMaxBlocks =
+      (48 * 1024 - kStaticBytes) / static_cast<int>(2 * sizeof(std::uint32_t)) * 32;
   /// The layout for the limits' KV blocks per sequence.
   static GroupSelectSmem of(int max_kv_blocks) {
     const int bitmaps = 2 * ceil_div(max_kv_blocks, 32) * static_cast<int>(sizeof(std::uint32_t));
@@ -1238,11 +1241,9 @@ struct FlashPrefillMask {
       gp.tau_fix = group_mass::tau_fixed(params.group_mass);
       const GroupSelectSmem smem = GroupSelectSmem::of(geo.max_kv_blocks);
       gp.staged_blocks = smem.staged_blocks;
-      constexpr int kMaxBlocks = (48 * 1024 - GroupSelectSmem::kStaticBytes) /
-                                 static_cast<int>(2 * sizeof(std::uint32_t)) * 32;
-      require(smem.bytes + GroupSelectSmem::kStaticBytes <= 48 * 1024, "limits.max_kv_len",
+      require(geo.max_kv_blocks <= GroupSelectSmem::kMaxBlocks, "limits.max_kv_len",
               a.limits.max_kv_len,
-              detail::cat("at most ", kMaxBlocks,
+              detail::cat("at most ", GroupSelectSmem::kMaxBlocks,
                           " KV blocks (max_kv_len / block_k) for the group_mass selection"));
       flash_prefill::group_select_kernel<flash_prefill::kSelectThreads>
           <<<a.limits.max_batch * c.num_kv_heads, flash_prefill::kSelectThreads, smem.bytes,

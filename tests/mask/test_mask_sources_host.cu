@@ -149,7 +149,8 @@ test::HostProblem row_needle_problem(std::uint64_t salt) {
       store_float(p.k.data(), c.dtype, at, 2.0f * w[d]);
     }
   }
-  for (int d = 0; d < 64; ++d) store_float(p.q.data(), c.dtype, std::size_t{7} * 64 + d, 0.5f * w[d]);
+  for (int d = 0; d < 64; ++d)
+    store_float(p.q.data(), c.dtype, std::size_t{7} * 64 + d, 0.5f * w[d]);
   return p;
 }
 

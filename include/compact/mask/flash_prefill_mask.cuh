@@ -122,9 +122,10 @@ struct FlashPrefillParams {
     require(window_blocks >= 0, cat(who, " params.window_blocks"), window_blocks, ">= 0");
     require(last_full_blocks >= 0, cat(who, " params.last_full_blocks"), last_full_blocks, ">= 0");
     require(min_budget >= 0, cat(who, " params.min_budget"), min_budget, ">= 0 (0: off)");
-    require(!keep_row_best || selection == FlashPrefillSelection::group_mass,
-            cat(who, " params.keep_row_best"), "true",
-            "false unless params.selection is group_mass (the row threshold keeps per row already)");
+    require(
+        !keep_row_best || selection == FlashPrefillSelection::group_mass,
+        cat(who, " params.keep_row_best"), "true",
+        "false unless params.selection is group_mass (the row threshold keeps per row already)");
   }
 
   /// Logit factor of the scoring: softmax scale * log2(e) * sharpness, rounded the same way on
@@ -1019,9 +1020,9 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   float best = -1.0f;
   int scored = 0;
   for (int kb = lane; kb < n_cand; kb += 32) {
-    const float sc =
-        scored_here(kb) ? block_score(p.scr.score_m[base + kb], p.scr.score_f[base + kb], row_max)
-                        : -1.0f;
+    const float sc = scored_here(kb)
+                         ? block_score(p.scr.score_m[base + kb], p.scr.score_f[base + kb], row_max)
+                         : -1.0f;
     score_s[base + kb] = sc;
     best = fmaxf(best, sc);
     scored += sc >= 0.0f ? 1 : 0;
@@ -1100,13 +1101,13 @@ inline constexpr int kSelectThreads = 256;
 
 /// Everything group_select_kernel reads.
 struct GroupSelectParams {
-  AttentionConfig c;                    ///< The attention config.
-  ChunkBatch batch;                     ///< The chunk batch being masked.
-  FlashPrefillParams fp;                ///< Mask hyperparameters.
-  BlockMask mask;                       ///< Output bitmap.
-  const std::uint64_t* mass = nullptr;  ///< Scratch::group_mass
+  AttentionConfig c;                        ///< The attention config.
+  ChunkBatch batch;                         ///< The chunk batch being masked.
+  FlashPrefillParams fp;                    ///< Mask hyperparameters.
+  BlockMask mask;                           ///< Output bitmap.
+  const std::uint64_t* mass = nullptr;      ///< Scratch::group_mass
   const std::uint32_t* row_best = nullptr;  ///< Scratch::row_best (read when fp.keep_row_best)
-  int kv_pad = 0;                       ///< Scratch::kv_pad: stride of a mass row.
+  int kv_pad = 0;                           ///< Scratch::kv_pad: stride of a mass row.
   std::uint32_t tau_fix = 0;  ///< group_mass::tau_fixed(fp.group_mass), computed on the host
   /// Masses staged in shared memory (GroupSelectSmem): 0 reads them from global memory.
   int staged_blocks = 0;

@@ -244,6 +244,7 @@ const int kRegistered = [] {
   for (int kv : {32768, 65536, 131072}) add("flash_prefill", kTP2, kv, FlashPrefillMask<>{}, 2.0);
   add("flash_prefill", kTP1, 131072, FlashPrefillMask<>{}, 2.0);
   add("quest", kTP2, 131072, QuestMask{}, 4.0);
+  add("quest:row_guarded", kTP2, 131072, QuestMask(FlashPrefillParams::row_guarded()), 4.0);
   add("flash_prefill:row_threshold", kTP2, 131072, FlashPrefillMask<>(FlashPrefillParams::paper()),
       2.0);
   benchmark::RegisterBenchmark("BM_QuantizeSummaries/mean/tp2/kv:131072",

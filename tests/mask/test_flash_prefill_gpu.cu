@@ -281,6 +281,36 @@ TEST_CASE("FlashPrefillMask group_mass: device equals host bit for bit") {
   CHECK(q.selected < q.causal);
 }
 
+TEST_CASE("exclude_forced and keep_row_best: device equals host bit for bit") {
+  // The retrieval-safe preset on both scores, on the problems of the group_mass case above.
+  const FlashPrefillParams guarded = FlashPrefillParams::row_guarded();
+  const test::MaskCensus a = run_cases(QuestMask(guarded), 7611);
+  const test::MaskCensus b = run_cases(FlashPrefillMask<>(guarded), 7011);
+  // A budget so small that the rows' best blocks are most of the selection, with and without
+  // them on the same problems (same salt): keeping them adds blocks.
+  FlashPrefillParams tiny;
+  tiny.group_mass = 0.05f;
+  tiny.window_blocks = 1;
+  tiny.sink_blocks = 1;
+  FlashPrefillParams tiny_best = tiny;
+  tiny_best.keep_row_best = true;
+  const test::MaskCensus c0 = run_cases(QuestMask(tiny), 7711);
+  const test::MaskCensus c1 = run_cases(QuestMask(tiny_best), 7711);
+  // exclude_forced alone, under the row threshold (alpha against the best non-forced block).
+  FlashPrefillParams paper_out = FlashPrefillParams::paper();
+  paper_out.exclude_forced = true;
+  paper_out.min_budget = 2;
+  const test::MaskCensus d = run_cases(FlashPrefillMask<>(paper_out), 7811);
+  const test::MaskCensus e = run_cases(QuestMask(paper_out), 7911);
+  CHECK(a.selected < a.causal);
+  CHECK(b.selected < b.causal);
+  CHECK(c1.causal == c0.causal);
+  CHECK(c1.selected > c0.selected);
+  CHECK(c1.selected < c1.causal);
+  CHECK(d.selected < d.causal);
+  CHECK(e.selected < e.causal);
+}
+
 TEST_CASE("QuestMask row_threshold: device equals host bit for bit") {
   const test::MaskCensus a = run_cases(QuestMask(FlashPrefillParams::paper()), 7401);
   FlashPrefillParams sharp = FlashPrefillParams::paper();

@@ -38,7 +38,8 @@ constexpr const char* kUsage = R"(usage:
     [--mask dense|sink_local|flash_prefill|quest|xattention] [--union block|qblock|group|none]
     [--chunk 1024] [--block-q 128] [--block-k 128] [--page-size 16] [--exec-group 0]
     [--selection group_mass|row_threshold] [--group-mass 0.9] [--sharpness 3] [--alpha 0.18]
-    [--sink 2] [--window 4] [--last-full 2] [--min-budget 0]
+    [--sink 2] [--window 4] [--last-full 2] [--min-budget 0] [--exclude-forced]
+    [--keep-row-best] [--row-guarded]
     [--xa-stride 8] [--xa-threshold 0.9] [--xa-sink 1]
     [--path auto|device|host] [--sample-chunks N] [--sample-rows N] [--sample-seed S]
     [--oracle-mass 0.95] [--quiet] [--dump DIR [--dump-only]]
@@ -73,7 +74,10 @@ Mask sources
                      row_threshold (FlashPrefill's rule: score >= --alpha x the row's best);
                      --sharpness multiplies the logits; --sink, --window, --last-full,
                      --min-budget; --paper: FlashPrefill's own defaults (row_threshold, alpha
-                     0.18, sharpness 1)
+                     0.18, sharpness 1); --exclude-forced leaves the forced blocks out of
+                     each row's scores; --keep-row-best (group_mass) keeps every query row's
+                     best non-forced block; --row-guarded: group_mass 0.97 with both (use it
+                     with quest)
   quest              the same selection over per-block min/max key bounds
   xattention         antidiagonal scores; --xa-stride, --xa-threshold, --xa-sink
 Evaluation
@@ -132,6 +136,7 @@ Options parse(Args& a) {
   o.union_name = a.str("union", o.union_name);
   o.path = a.str("path", o.path);
   if (a.flag("paper")) o.fp = FlashPrefillParams::paper();
+  if (a.flag("row-guarded")) o.fp = FlashPrefillParams::row_guarded();
   {
     const std::string sel =
         a.str("selection",
@@ -151,6 +156,8 @@ Options parse(Args& a) {
   o.fp.window_blocks = static_cast<int>(a.integer("window", o.fp.window_blocks));
   o.fp.last_full_blocks = static_cast<int>(a.integer("last-full", o.fp.last_full_blocks));
   o.fp.min_budget = static_cast<int>(a.integer("min-budget", o.fp.min_budget));
+  if (a.has("exclude-forced")) o.fp.exclude_forced = a.flag("exclude-forced");
+  if (a.has("keep-row-best")) o.fp.keep_row_best = a.flag("keep-row-best");
   o.xa.stride = static_cast<int>(a.integer("xa-stride", o.xa.stride));
   o.xa.threshold = static_cast<float>(a.real("xa-threshold", o.xa.threshold));
   o.xa.sink_blocks = static_cast<int>(a.integer("xa-sink", o.xa.sink_blocks));
@@ -798,7 +805,9 @@ std::string mask_description(const Options& o) {
                                 : detail::cat("row_threshold alpha ", o.fp.alpha);
     return detail::cat(o.mask, " (", sel, ", sharpness ", o.fp.sharpness, ", sink ",
                        o.fp.sink_blocks, ", window ", o.fp.window_blocks, ", last_full ",
-                       o.fp.last_full_blocks, ", min_budget ", o.fp.min_budget, ")");
+                       o.fp.last_full_blocks, ", min_budget ", o.fp.min_budget,
+                       o.fp.exclude_forced ? ", forced out of the row scores" : "",
+                       o.fp.keep_row_best ? ", every row's best block kept" : "", ")");
   }
   if (o.mask == "sink_local")
     return detail::cat("sink_local (sink ", o.fp.sink_blocks, ", window ", o.fp.window_blocks, ")");

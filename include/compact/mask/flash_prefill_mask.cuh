@@ -76,12 +76,32 @@ struct FlashPrefillParams {
   /// Minimum budget: also keep the min_budget best-scoring blocks of each row (row_threshold) or
   /// of each group (group_mass) (0: off).
   int min_budget = 0;
+  /// Leave each mask row's forced blocks (sink, window, the chunk's own, the final chunk's last
+  /// query blocks) out of its scores: the row's maximum, alpha's scale and the row's shares then
+  /// come from the blocks the rules do not keep anyway. Without it Quest's bound puts most of
+  /// every row's score on the sink block (docs/accuracy.md).
+  bool exclude_forced = false;
+  /// group_mass only: also keep, for every query row of the chunk and every head of the group,
+  /// the non-forced block with the row's largest logit (ties: the lowest block). A key that one
+  /// row retrieves (a needle) then survives a budget that the group's summed shares decide.
+  bool keep_row_best = false;
 
   /// FlashPrefill's own selection and defaults (alpha 0.18 per row, sharpness 1).
   static FlashPrefillParams paper() {
     FlashPrefillParams p;
     p.selection = FlashPrefillSelection::row_threshold;
     p.sharpness = 1.0f;
+    return p;
+  }
+
+  /// The retrieval-safe selection measured in docs/accuracy.md (for QuestMask, whose bound does
+  /// not dilute a single-token spike): group_mass with tau 0.97, forced blocks out of the row
+  /// scores, and every query row's best block kept.
+  static FlashPrefillParams row_guarded() {
+    FlashPrefillParams p;
+    p.group_mass = 0.97f;
+    p.exclude_forced = true;
+    p.keep_row_best = true;
     return p;
   }
 
@@ -102,6 +122,10 @@ struct FlashPrefillParams {
     require(window_blocks >= 0, cat(who, " params.window_blocks"), window_blocks, ">= 0");
     require(last_full_blocks >= 0, cat(who, " params.last_full_blocks"), last_full_blocks, ">= 0");
     require(min_budget >= 0, cat(who, " params.min_budget"), min_budget, ">= 0 (0: off)");
+    require(
+        !keep_row_best || selection == FlashPrefillSelection::group_mass,
+        cat(who, " params.keep_row_best"), "true",
+        "false unless params.selection is group_mass (the row threshold keeps per row already)");
   }
 
   /// Logit factor of the scoring: softmax scale * log2(e) * sharpness, rounded the same way on
@@ -137,6 +161,7 @@ inline constexpr int kLevels = 255;
 
 /// Mean keys per tile of the device kernel; scratch rows are padded to a multiple of it.
 inline constexpr int kTileKeys = 32;
+static_assert(kTileKeys % 32 == 0, "Scratch::row_best packs a scratch row into whole words");
 
 /// Most heads one CTA packs (the selection runs one warp per head).
 inline constexpr int kMaxHeadsPerCta = 8;
@@ -221,6 +246,9 @@ struct Scratch {
   std::uint32_t* score_f = nullptr;  ///< Same shape: fixed-point sums, then the block scores.
   /// [max_batch][Hkv][kv_pad] group_mass selection: summed row shares of each KV block.
   std::uint64_t* group_mass = nullptr;
+  /// [max_batch][Hkv][kv_pad / 32] keep_row_best: bitmap of the blocks some query row of the
+  /// group scores best (forced blocks aside).
+  std::uint32_t* row_best = nullptr;
   int kv_pad = 0;                   ///< KV blocks per scratch row (multiple of kTileKeys).
   std::int64_t kq_array_elems = 0;  ///< Elements of one quantized summary array.
   std::size_t bytes = 0;            ///< Bytes carved from the workspace.
@@ -241,6 +269,7 @@ struct Scratch {
     s.score_m = carver.take<float>(rows_q);
     s.score_f = carver.take<std::uint32_t>(rows_q);
     s.group_mass = carver.take<std::uint64_t>(rows_k);
+    s.row_best = carver.take<std::uint32_t>(rows_k / 32);  // kv_pad is a multiple of 32
     s.bytes = carver.used();
     return s;
   }
@@ -280,7 +309,10 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
   std::vector<std::uint32_t> f_row;
   std::vector<std::uint64_t> keys;
   std::vector<std::uint64_t> mass;  // group_mode: [kvh][kb]
-  std::vector<std::uint8_t> forced, selected;
+  std::vector<std::uint8_t> forced, selected, group_forced_rb;
+  std::vector<std::uint8_t> row_best;  // keep_row_best: [kvh][kb]
+  std::vector<float> best_logit;       // keep_row_best: per row of a query block
+  std::vector<int> best_kb;
   for (int b = 0; b < a.batch.num_seqs; ++b) {
     const SeqInfo s = seq_info(a.batch, b);
     if (s.q_len <= 0) continue;
@@ -289,6 +321,7 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
     const bool final_chunk = a.batch.final_chunk != nullptr && a.batch.final_chunk[b] != 0;
     const int slot = sum.slot(b);
     if (group_mode) mass.assign(static_cast<std::size_t>(hkv) * n_kb, 0);
+    row_best.assign(static_cast<std::size_t>(hkv) * n_kb, 0);
     // Quantized summaries of every block of the sequence: [kb][kvh][array][D].
     kq.assign(static_cast<std::size_t>(n_kb) * hkv * kArrays * D, 0);
     kscale.assign(static_cast<std::size_t>(n_kb) * hkv, 0.0f);
@@ -339,6 +372,16 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
         m_row.assign(n_cand, 0.0f);
         f_row.assign(n_cand, 0u);
         svals.assign(rows, 0.0f);
+        best_logit.assign(rows, 0.0f);
+        best_kb.assign(rows, -1);
+        // Blocks in increasing order, replaced only by a larger logit: ties keep the lowest block.
+        const auto track_best = [&](int t, int kb) {
+          if (p.keep_row_best && !forced_on(p, span, kb, qb, n_qb, final_chunk) &&
+              (best_kb[t] < 0 || svals[t] > best_logit[t])) {
+            best_logit[t] = svals[t];
+            best_kb[t] = kb;
+          }
+        };
         for (int kb = 0; kb < n_cand; ++kb) {
           const std::size_t kh = static_cast<std::size_t>(kb) * hkv + kvh;
           const int* kmax = &kq[kh * kArrays * D];
@@ -357,6 +400,7 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
             }
             svals[t] = logit(static_cast<float>(dot), row_t[t], kscale[kh]);
             mkey = std::max(mkey, exact::ordered_key(svals[t]));
+            track_best(t, kb);
           }
           const float m = exact::from_ordered_key(mkey);
           std::uint32_t f = 0;
@@ -369,16 +413,23 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
           m_row[kb] = m;
           f_row[kb] = f;
         }
-        // Selection.
+        for (int t = 0; t < rows; ++t) {
+          if (best_kb[t] >= 0) row_best[static_cast<std::size_t>(kvh) * n_kb + best_kb[t]] = 1;
+        }
+        // Selection (exclude_forced: forced blocks are left unscored, out of the row maximum).
+        const auto scored_here = [&](int kb) {
+          return !(p.exclude_forced && forced_on(p, span, kb, qb, n_qb, final_chunk));
+        };
         std::uint32_t row_key = exact::kOrderedMinusInf;
-        for (int kb = 0; kb < n_cand; ++kb)
-          row_key = std::max(row_key, exact::ordered_key(m_row[kb]));
+        for (int kb = 0; kb < n_cand; ++kb) {
+          if (scored_here(kb)) row_key = std::max(row_key, exact::ordered_key(m_row[kb]));
+        }
         const float row_max = exact::from_ordered_key(row_key);
         s_row.assign(n_cand, -1.0f);
         float best = -1.0f;
         keys.clear();
         for (int kb = 0; kb < n_cand; ++kb) {
-          s_row[kb] = block_score(m_row[kb], f_row[kb], row_max);
+          s_row[kb] = scored_here(kb) ? block_score(m_row[kb], f_row[kb], row_max) : -1.0f;
           best = std::max(best, s_row[kb]);
           if (s_row[kb] >= 0.0f) {
             keys.push_back((std::uint64_t{exact::bits_of(s_row[kb])} << 32) |
@@ -419,8 +470,13 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
     }
     const std::uint32_t tau = group_mass::tau_fixed(p.group_mass);
     for (int kvh = 0; kvh < hkv; ++kvh) {
-      group_mass::select_host(&mass[static_cast<std::size_t>(kvh) * n_kb], forced.data(), n_kb, tau,
-                              p.min_budget, selected.data());
+      // keep_row_best: the rows' best blocks are kept, so their mass counts as covered.
+      const std::uint8_t* rb = &row_best[static_cast<std::size_t>(kvh) * n_kb];
+      group_forced_rb.assign(forced.begin(), forced.end());
+      for (int kb = 0; kb < n_kb; ++kb) group_forced_rb[kb] |= rb[kb];
+      group_mass::select_host(&mass[static_cast<std::size_t>(kvh) * n_kb], group_forced_rb.data(),
+                              n_kb, tau, p.min_budget, selected.data());
+      for (int kb = 0; kb < n_kb; ++kb) selected[kb] |= rb[kb];
       for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
         for (int qb = 0; qb < n_qb; ++qb) {
           const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
@@ -481,6 +537,7 @@ __global__ void __launch_bounds__(256)
   if (lane == 0) {
     scr.kscale[row] = qt.scale;
     scr.group_mass[row] = 0;  // group_mass: the scoring kernel accumulates row shares here
+    if (kb % 32 == 0) scr.row_best[row / 32] = 0u;  // keep_row_best: the scoring kernel ORs here
   }
 }
 
@@ -559,7 +616,11 @@ __device__ __forceinline__ std::uint32_t neg_lanes(std::uint32_t x) {
 /// (local head g, token t) = (r / Bq, r % Bq). Every mean-key tile loaded into shared memory is
 /// used by all packed heads (GQA packing); each head's scores and mask rows are its own, so the
 /// result is exactly the per-head computation.
-template <class Tr>
+///
+/// kRowBest is fp.keep_row_best at compile time: its per-row best (key, block) registers live
+/// across the whole key loop, and a runtime flag made every build pay for them (about 1.5% of
+/// the mask time at TP2 128K, measured on the H100).
+template <class Tr, bool kRowBest>
 __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   using T = typename Tr::Element;
   using bf16 = __nv_bfloat16;
@@ -694,6 +755,21 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
     }
   }
 
+  // keep_row_best: this thread's best non-forced (logit key, block) per accumulator row, over its
+  // columns; the quad's four lanes combine them after the last tile.
+  const int n_qb = ceil_div(s.q_len, Bq);
+  const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
+  std::uint32_t best_key[Tr::kAtoms][2];
+  int best_kb[Tr::kAtoms][2];
+#pragma unroll
+  for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      best_key[a][hh] = 0u;
+      best_kb[a][hh] = -1;
+    }
+  }
+
   const int mi = lane & 7, mj = lane >> 3;
   const std::int64_t mask_rows = static_cast<std::int64_t>(p.q_blocks);
   auto score_row = [&](int h) -> std::int64_t {
@@ -793,6 +869,28 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
         }
       }
     }
+    if constexpr (kRowBest) {
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int kb = n0 + n * 8 + 2 * (lane & 3) + e;  // increasing per thread: ties keep
+          if (kb >= n_cand || forced_on(p.fp, span, kb, qb, n_qb, final_chunk)) continue;
+#pragma unroll
+          for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              const float v = acc[a][n][2 * hh + e];
+              const std::uint32_t key = exact::ordered_key(v);
+              if (v != -INFINITY && (best_kb[a][hh] < 0 || key > best_key[a][hh])) {
+                best_key[a][hh] = key;
+                best_kb[a][hh] = kb;
+              }
+            }
+          }
+        }
+      }
+    }
 
     // Per (head, block): maximum over the head's rows (ordered keys, order-free). The thread's
     // atoms of one head combine in registers first, so the quad-column shuffles run once per
@@ -883,6 +981,29 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       red_sum[g * Tr::kN + col] = 0u;
     }
   }
+  if constexpr (kRowBest) {
+    // The quad (lanes 4i..4i+3) holds the columns of the same rows: the best of the four, ties to
+    // the lowest block (each lane's own ties already kept its lowest), as the host's scan finds.
+#pragma unroll
+    for (int a = 0; a < Tr::kAtoms; ++a) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        std::uint32_t key = best_key[a][hh];
+        int kb = best_kb[a][hh];
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+          const std::uint32_t k2 = __shfl_xor_sync(0xffffffffu, key, o);
+          const int kb2 = __shfl_xor_sync(0xffffffffu, kb, o);
+          const bool take = kb2 >= 0 && (kb < 0 || k2 > key || (k2 == key && kb2 < kb));
+          key = take ? k2 : key;
+          kb = take ? kb2 : kb;
+        }
+        if ((lane & 3) == 0 && kb >= 0) {
+          atomicOr(&p.scr.row_best[key_row0 / 32 + kb / 32], 1u << (kb & 31));
+        }
+      }
+    }
+  }
   __syncthreads();  // the scores of every block are in global memory, visible to the CTA
 
   // Selection: one warp per packed head.
@@ -890,15 +1011,22 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   const int h = h0 + warp;
   const std::int64_t base = score_row(h);
   float* score_s = reinterpret_cast<float*>(p.scr.score_f);  // scores overwrite the sums
+  // exclude_forced: forced blocks stay unscored (-1) and out of the row maximum.
+  const auto scored_here = [&](int kb) {
+    return !(p.fp.exclude_forced && forced_on(p.fp, span, kb, qb, n_qb, final_chunk));
+  };
   std::uint32_t mkey = exact::kOrderedMinusInf;
-  for (int kb = lane; kb < n_cand; kb += 32)
-    mkey = max(mkey, exact::ordered_key(p.scr.score_m[base + kb]));
+  for (int kb = lane; kb < n_cand; kb += 32) {
+    if (scored_here(kb)) mkey = max(mkey, exact::ordered_key(p.scr.score_m[base + kb]));
+  }
   mkey = __reduce_max_sync(0xffffffffu, mkey);
   const float row_max = exact::from_ordered_key(mkey);
   float best = -1.0f;
   int scored = 0;
   for (int kb = lane; kb < n_cand; kb += 32) {
-    const float sc = block_score(p.scr.score_m[base + kb], p.scr.score_f[base + kb], row_max);
+    const float sc = scored_here(kb)
+                         ? block_score(p.scr.score_m[base + kb], p.scr.score_f[base + kb], row_max)
+                         : -1.0f;
     score_s[base + kb] = sc;
     best = fmaxf(best, sc);
     scored += sc >= 0.0f ? 1 : 0;
@@ -953,8 +1081,6 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
     tie_kb = u_kb;
   }
 
-  const int n_qb = ceil_div(s.q_len, Bq);
-  const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
   std::uint32_t* out = p.mask.row(b, h, qb);
   for (int w = 0; w < ceil_div(n_kb, 32); ++w) {
     const int kb = w * 32 + lane;
@@ -979,12 +1105,13 @@ inline constexpr int kSelectThreads = 256;
 
 /// Everything group_select_kernel reads.
 struct GroupSelectParams {
-  AttentionConfig c;                    ///< The attention config.
-  ChunkBatch batch;                     ///< The chunk batch being masked.
-  FlashPrefillParams fp;                ///< Mask hyperparameters.
-  BlockMask mask;                       ///< Output bitmap.
-  const std::uint64_t* mass = nullptr;  ///< Scratch::group_mass
-  int kv_pad = 0;                       ///< Scratch::kv_pad: stride of a mass row.
+  AttentionConfig c;                        ///< The attention config.
+  ChunkBatch batch;                         ///< The chunk batch being masked.
+  FlashPrefillParams fp;                    ///< Mask hyperparameters.
+  BlockMask mask;                           ///< Output bitmap.
+  const std::uint64_t* mass = nullptr;      ///< Scratch::group_mass
+  const std::uint32_t* row_best = nullptr;  ///< Scratch::row_best (read when fp.keep_row_best)
+  int kv_pad = 0;                           ///< Scratch::kv_pad: stride of a mass row.
   std::uint32_t tau_fix = 0;  ///< group_mass::tau_fixed(fp.group_mass), computed on the host
   /// Masses staged in shared memory (GroupSelectSmem): 0 reads them from global memory.
   int staged_blocks = 0;
@@ -1042,6 +1169,8 @@ __global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParam
   std::uint32_t* selected = forced + n_words;
   const std::uint64_t* mass =
       p.mass + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * p.kv_pad;
+  const std::uint32_t* row_best =
+      p.row_best + (static_cast<std::int64_t>(b) * c.num_kv_heads + kvh) * (p.kv_pad / 32);
   if (p.staged_blocks >= n_kb) {
     for (int kb = threadIdx.x; kb < n_kb; kb += kThreads) staged[kb] = mass[kb];
     mass = staged;
@@ -1051,10 +1180,15 @@ __global__ void __launch_bounds__(kThreads) group_select_kernel(GroupSelectParam
     const int kb = w * 32 + lane;
     const bool on = kb < n_kb && group_forced(p.fp, s, kb, n_qb, final_chunk, Bq, Bk);
     const std::uint32_t word = __ballot_sync(0xffffffffu, on);
-    if (lane == 0) forced[w] = word;
+    // keep_row_best: the rows' best blocks are kept, so their mass counts as covered.
+    if (lane == 0) forced[w] = word | (p.fp.keep_row_best ? row_best[w] : 0u);
   }
   __syncthreads();
   Select(tmp).run(mass, forced, n_kb, p.tau_fix, p.fp.min_budget, selected);
+  if (p.fp.keep_row_best) {
+    for (int w = threadIdx.x; w < n_words; w += kThreads) selected[w] |= row_best[w];
+    __syncthreads();
+  }
   for (int r = threadIdx.x >> 5; r < G * n_qb; r += kThreads / 32) {
     const int h = kvh * G + r / n_qb, qb = r % n_qb;
     const QueryBlockSpan span = query_block_span(s, qb, Bq, Bk);
@@ -1224,7 +1358,7 @@ struct FlashPrefillMask {
     sp.q_blocks = geo.max_q_blocks;
     const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_kv_heads * sp.head_chunks);
     dispatch<Score::kBound>(c, sp.heads_per_cta * c.block_q, [&]<class Tr>() {
-      const auto kernel = score_kernel<Tr>;
+      const auto kernel = params.keep_row_best ? score_kernel<Tr, true> : score_kernel<Tr, false>;
       COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               Tr::kSmemBytes));
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
@@ -1237,6 +1371,7 @@ struct FlashPrefillMask {
       gp.fp = params;
       gp.mask = a.mask;
       gp.mass = scr.group_mass;
+      gp.row_best = scr.row_best;
       gp.kv_pad = scr.kv_pad;
       gp.tau_fix = group_mass::tau_fixed(params.group_mass);
       const GroupSelectSmem smem = GroupSelectSmem::of(geo.max_kv_blocks);

@@ -69,15 +69,6 @@ struct TileScheduler {
     return w;
   }
 
-  /// First chunk row of sequence b's tail table (chunk_len when it has none): the first query
-  /// block TableShape::q_blocks gives the tail table, in rows.
-  COMPACT_HOST_DEVICE static int split_token(const Params& p, int b, int chunk_len) {
-    if (p.q_split == nullptr) return chunk_len;
-    const int bq = p.shape.block_q;
-    const int n_qb = ceil_div(chunk_len, bq);
-    return min_of(p.shape.q_blocks(1, n_qb, p.q_split[b]).first * bq, chunk_len);
-  }
-
   /// The work tile of CTA `block` with a tail split (every thread of a warp calls it; each warp
   /// computes the same answer, scanning the (sequence, head group) pairs 32 at a time with
   /// shuffles). The grid holds two regions of packed row tiles, pairs in order within each:
@@ -101,9 +92,12 @@ struct TileScheduler {
         if (u < pairs) {
           const int b = u / s.head_groups;
           const int len = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
-          const int cut = split_token(p, b, len);
-          tail = ceil_div((len - cut) * s.heads_per_table, kBlockM);
-          head = ceil_div(cut * s.heads_per_table, kBlockM);
+          WorkTile x;  // the pair's tables: qg 0 (head), qg 1 (tail)
+          x.b = b;
+          x.qg = 1;
+          tail = ceil_div(rows(p, x, len).rows(), kBlockM);
+          x.qg = 0;
+          head = ceil_div(rows(p, x, len).rows(), kBlockM);
           // The head table (qg 0) and the tail table (qg 1) of pair u are adjacent.
           const int t0 = s.table_index(b, u % s.head_groups, 0);
           const int head_entries = p.indptr[t0 + 1] - p.indptr[t0];
@@ -141,24 +135,19 @@ struct TileScheduler {
     return w;
   }
 
-  /// The rows of the work tile's table, given the sequence's chunk length.
+  /// The rows of the work tile's table, given the sequence's chunk length: the query blocks
+  /// TableShape::q_blocks gives its group (the ranges the unions lay the tables out by), the
+  /// tail split from BlockTables::q_split (none: every row in group 0).
   COMPACT_HOST_DEVICE static RowMap rows(const Params& p, const WorkTile& w, int chunk_len) {
+    const int bq = p.shape.block_q;
+    const int n_qb = ceil_div(chunk_len, bq);
+    const QBlockRange q =
+        p.shape.q_blocks(w.qg, n_qb, p.q_split != nullptr ? p.q_split[w.b] : n_qb);
     RowMap m;
-    const TableShape& s = p.shape;
-    m.heads = s.heads_per_table;
-    m.head0 = w.hg * s.heads_per_table;
-    if (s.per_q_block) {
-      m.token_begin = w.qg * s.block_q;
-      m.tokens = max_of(0, min_of(s.block_q, chunk_len - m.token_begin));
-    } else if (s.tail_split) {
-      // Rows before the split in table qg 0, from it on in qg 1 (no q_split: all in qg 0).
-      const int cut = split_token(p, w.b, chunk_len);
-      m.token_begin = w.qg == 0 ? 0 : cut;
-      m.tokens = w.qg == 0 ? cut : chunk_len - cut;
-    } else {
-      m.token_begin = 0;
-      m.tokens = chunk_len;
-    }
+    m.heads = p.shape.heads_per_table;
+    m.head0 = w.hg * p.shape.heads_per_table;
+    m.token_begin = min_of(q.first * bq, chunk_len);
+    m.tokens = max_of(0, min_of(q.last * bq, chunk_len) - m.token_begin);
     return m;
   }
 };

@@ -37,7 +37,7 @@ TEST_CASE("TileScheduler::rows covers each row of a chunk in the table table_of 
     p.q_split = mode == 2 && rng() % 4 != 0 ? q_split.data() : nullptr;
     for (int b = 0; b < l.max_batch; ++b) {
       const int len = static_cast<int>(rng() % (l.max_chunk + 1));
-      const int n_qb = (len + c.block_q - 1) / c.block_q;
+      const int n_qb = ceil_div(len, c.block_q);
       const int split = p.q_split != nullptr ? p.q_split[b] : n_qb;
       for (int hg = 0; hg < shape.head_groups; ++hg) {
         int covered = 0;

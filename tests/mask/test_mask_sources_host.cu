@@ -73,6 +73,24 @@ test::HostProblem random_problem(std::uint64_t salt, int hq, int hkv, int bq, in
   return p;
 }
 
+/// A random direction of D = 64 entries and norm `norm`.
+std::vector<float> random_direction(std::mt19937_64& rng, double norm) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> u(64);
+  double sq = 0;
+  for (auto& x : u) {
+    x = normal(rng);
+    sq += static_cast<double>(x) * x;
+  }
+  for (auto& x : u) x = static_cast<float>(x * norm / std::sqrt(sq));
+  return u;
+}
+
+/// Element d of the key at token pos in the paged K cache of a planted problem (D = 64, page 16).
+std::size_t key_at(const test::HostProblem& p, int pos, int d) {
+  return (static_cast<std::size_t>(p.page_table[pos / 16]) * 16 + pos % 16) * 64 + d;
+}
+
 /// One sequence, one head, D = 64, Bq = Bk = 64, 12 KV blocks, the chunk = the last block.
 /// Keys are small noise; blocks 3, 6, 9 get a * u with a = 3, 2, 1 (|u| = 4), queries 2u, so the
 /// pooled logits of those blocks are about 12, 8, 4 nats above the rest.
@@ -94,18 +112,10 @@ test::HostProblem planted_problem(std::uint64_t salt, bool final_chunk, bool nee
   spec.k_scale = 0.1f;
   test::HostProblem p = test::make_problem(c, spec, rng);
   p.final_chunk[0] = final_chunk ? 1 : 0;
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> u(64);
-  double norm = 0;
-  for (auto& x : u) {
-    x = normal(rng);
-    norm += static_cast<double>(x) * x;
-  }
-  for (auto& x : u) x = static_cast<float>(x * 4.0 / std::sqrt(norm));  // |u| = 4
+  const std::vector<float> u = random_direction(rng, 4.0);  // |u| = 4
   auto add_key = [&](int pos, float a) {
-    const int page = p.page_table[pos / 16];
     for (int d = 0; d < 64; ++d) {
-      const std::size_t at = (static_cast<std::size_t>(page) * 16 + pos % 16) * 64 + d;
+      const std::size_t at = key_at(p, pos, d);
       store_float(p.k.data(), c.dtype, at, load_float(p.k.data(), c.dtype, at) + a * u[d]);
     }
   };
@@ -133,21 +143,10 @@ test::HostProblem planted_problem(std::uint64_t salt, bool final_chunk, bool nee
 test::HostProblem row_needle_problem(std::uint64_t salt) {
   test::HostProblem p = planted_problem(salt, false);
   auto rng = test::rng_for(salt + 1);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> w(64);
-  double norm = 0;
-  for (auto& x : w) {
-    x = normal(rng);
-    norm += static_cast<double>(x) * x;
-  }
-  for (auto& x : w) x = static_cast<float>(x * 4.0 / std::sqrt(norm));  // |w| = 4
+  const std::vector<float> w = random_direction(rng, 4.0);  // |w| = 4
   const AttentionConfig& c = p.config;
   for (int pos = 8 * 64; pos < 9 * 64; ++pos) {
-    const int page = p.page_table[pos / 16];
-    for (int d = 0; d < 64; ++d) {
-      const std::size_t at = (static_cast<std::size_t>(page) * 16 + pos % 16) * 64 + d;
-      store_float(p.k.data(), c.dtype, at, 2.0f * w[d]);
-    }
+    for (int d = 0; d < 64; ++d) store_float(p.k.data(), c.dtype, key_at(p, pos, d), 2.0f * w[d]);
   }
   for (int d = 0; d < 64; ++d)
     store_float(p.q.data(), c.dtype, std::size_t{7} * 64 + d, 0.5f * w[d]);
@@ -160,6 +159,13 @@ std::vector<int> selected_blocks(const test::HostProblem& p, const BlockMask& m)
     if (m.test(0, 0, 0, kb)) on.push_back(kb);
   }
   return on;
+}
+
+/// selected_blocks() of FlashPrefillMask, or of QuestMask when `quest`, with hyperparameters f.
+std::vector<int> selected_by(bool quest, const FlashPrefillParams& f, const test::HostProblem& p,
+                             const test::HostSummaries& hs) {
+  return quest ? selected_blocks(p, build(QuestMask(f), p, hs.view).view)
+               : selected_blocks(p, build(FlashPrefillMask<>(f), p, hs.view).view);
 }
 
 FlashPrefillParams bare(float alpha, int budget = 0) {
@@ -417,14 +423,10 @@ TEST_CASE("exclude_forced: the row's scale comes from the blocks the rules do no
   f.sink_blocks = 4;
   for (const bool quest : {false, true}) {
     CAPTURE(quest);
-    auto blocks = [&](const FlashPrefillParams& fp) {
-      return quest ? selected_blocks(p, build(QuestMask(fp), p, hs.view).view)
-                   : selected_blocks(p, build(FlashPrefillMask<>(fp), p, hs.view).view);
-    };
-    CHECK(blocks(f) == std::vector<int>{0, 1, 2, 3, 11});
+    CHECK(selected_by(quest, f, p, hs) == std::vector<int>{0, 1, 2, 3, 11});
     FlashPrefillParams out = f;
     out.exclude_forced = true;
-    CHECK(blocks(out) == std::vector<int>{0, 1, 2, 3, 6, 11});
+    CHECK(selected_by(quest, out, p, hs) == std::vector<int>{0, 1, 2, 3, 6, 11});
   }
 }
 
@@ -438,14 +440,10 @@ TEST_CASE("keep_row_best: one row's best block survives the group's budget") {
   f.last_full_blocks = 0;
   for (const bool quest : {false, true}) {
     CAPTURE(quest);
-    auto blocks = [&](const FlashPrefillParams& fp) {
-      return quest ? selected_blocks(p, build(QuestMask(fp), p, hs.view).view)
-                   : selected_blocks(p, build(FlashPrefillMask<>(fp), p, hs.view).view);
-    };
-    CHECK(blocks(f) == std::vector<int>{3, 11});  // 11: the chunk's own block
+    CHECK(selected_by(quest, f, p, hs) == std::vector<int>{3, 11});  // 11: the chunk's own block
     FlashPrefillParams keep = f;
     keep.keep_row_best = true;
-    CHECK(blocks(keep) == std::vector<int>{3, 8, 11});
+    CHECK(selected_by(quest, keep, p, hs) == std::vector<int>{3, 8, 11});
   }
   // Only with the group's budget: the row threshold keeps per row already.
   FlashPrefillParams bad = FlashPrefillParams::paper();

@@ -755,10 +755,11 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
     }
   }
 
-  // keep_row_best: this thread's best non-forced (logit key, block) per accumulator row, over its
-  // columns; the quad's four lanes combine them after the last tile.
+  // For forced_on(): the row-best tracking, exclude_forced and the row threshold's writer.
   const int n_qb = ceil_div(s.q_len, Bq);
   const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
+  // kRowBest: this thread's best non-forced (logit key, block) per accumulator row, over its
+  // columns; the quad's four lanes combine them after the last tile.
   std::uint32_t best_key[Tr::kAtoms][2];
   int best_kb[Tr::kAtoms][2];
 #pragma unroll

@@ -241,11 +241,11 @@ TEST_CASE("group_select_kernel stages the masses in shared memory only where the
   CHECK(GroupSelectSmem::of(6250).staged_blocks == 0);  // the last case of kCases
   CHECK(GroupSelectSmem::of(6250).bytes == 2 * 196 * 4);
   // The kernel's static shared memory counts against the same 48 KB (kStaticBytes kept for it).
-  CHECK(GroupSelectSmem::of(5700).staged_blocks == 5700);  // 2048 + 5700 * 8 + 2 * 179 * 4
-  CHECK(GroupSelectSmem::of(5710).staged_blocks == 0);     // 8 bytes past 48 KB
+  CHECK(GroupSelectSmem::of(5585).staged_blocks == 5585);  // 3072 + 5585 * 8 + 2 * 175 * 4
+  CHECK(GroupSelectSmem::of(5586).staged_blocks == 0);     // 8 bytes past 48 KB
   // The longest limits the kernel launches for: the bitmaps alone fill what is left.
   constexpr int kMax = GroupSelectSmem::kMaxBlocks;
-  CHECK(kMax == 188416);
+  CHECK(kMax == 184320);
   CHECK(GroupSelectSmem::of(kMax).bytes + GroupSelectSmem::kStaticBytes <= 48 * 1024);
   CHECK(GroupSelectSmem::of(kMax + 1).bytes + GroupSelectSmem::kStaticBytes > 48 * 1024);
 }
@@ -341,7 +341,10 @@ TEST_CASE("BlockMassSelect equals select_host (ties, forced blocks, budgets, tau
   constexpr int kProblems = 64, kStride = 2048;
   std::uniform_int_distribution<int> len(1, kStride);
   std::uniform_int_distribution<int> coin(0, 9);
+  // Masses up to 2^40 (the group_mass scale) and 2^52 (the top digits of the radix search;
+  // 2048 of them still sum below 2^64).
   std::uniform_int_distribution<std::uint64_t> big(0, std::uint64_t{1} << 40);
+  std::uniform_int_distribution<std::uint64_t> huge(0, std::uint64_t{1} << 52);
   std::uniform_int_distribution<std::uint64_t> small(0, 6);
   std::vector<std::uint64_t> mass(static_cast<std::size_t>(kProblems) * kStride, 0);
   std::vector<std::uint32_t> forced(kProblems * 64, 0);
@@ -350,7 +353,8 @@ TEST_CASE("BlockMassSelect equals select_host (ties, forced blocks, budgets, tau
     ns[p] = p < 4 ? p + 1 : len(rng);
     for (int kb = 0; kb < ns[p]; ++kb) {
       // Half the problems draw from a few small values: many ties at the threshold.
-      const std::uint64_t a = p % 2 ? small(rng) : (coin(rng) < 2 ? 0 : big(rng));
+      const std::uint64_t a =
+          p % 2 ? small(rng) : (coin(rng) < 2 ? 0 : (p % 4 == 0 ? big(rng) : huge(rng)));
       mass[static_cast<std::size_t>(p) * kStride + kb] = a;
       if (coin(rng) == 0) forced[p * 64 + kb / 32] |= 1u << (kb % 32);
     }

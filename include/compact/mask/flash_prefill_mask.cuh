@@ -1120,14 +1120,14 @@ struct GroupSelectParams {
 
 /// Dynamic shared memory of group_select_kernel for `max_kv_blocks`: the forced and selected
 /// bitmaps, plus the group's masses when they fit the default 48 KB (`staged_blocks` says which).
-/// The selection reads every mass some 80 times (one CTA-wide reduction per searched bit), so
-/// staging turns ~80 rounds of global-memory latency into shared-memory reads.
+/// The selection reads every mass some 20 times (its sums and one histogram per searched digit),
+/// so staging turns those passes' global-memory latency into shared-memory reads.
 struct GroupSelectSmem {
   int bytes = 0;          ///< Dynamic shared memory to launch with.
   int staged_blocks = 0;  ///< Masses staged (max_kv_blocks, or 0 when they do not fit).
   /// Shared bytes kept for the kernel's static shared memory (the selection's storage and its
   /// alignment), which counts against the same 48 KB as the dynamic part.
-  static constexpr int kStaticBytes = 2048;
+  static constexpr int kStaticBytes = 3072;
   static_assert(sizeof(typename group_mass::BlockMassSelect<kSelectThreads>::TempStorage) + 256 <=
                     kStaticBytes,
                 "group_select_kernel's static shared memory outgrew GroupSelectSmem::kStaticBytes");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
 
 #include "compact/core/macros.hpp"
 
@@ -86,56 +87,146 @@ inline int select_host(const std::uint64_t* mass, const std::uint8_t* forced, in
 #if defined(__CUDACC__)
 
 /// CTA-wide selection of select_host() for a block of kThreads threads: every thread calls it with
-/// the same arguments. `mass` is global memory (read-only here), `forced` and `selected` are
-/// shared-memory bitmaps of ceil(n / 32) words (`selected` is overwritten). Bitwise searches over
-/// block-wide integer reductions replace the sort; the result is the same set.
+/// the same arguments. `mass` is global or shared memory (read-only here), `forced` and `selected`
+/// are shared-memory bitmaps of ceil(n / 32) words (`selected` is overwritten). Radix searches
+/// over the masses replace the sort; the result is the same set.
+///
+/// The two thresholds (the mass where the heaviest-first prefix reaches the target, and the mass
+/// of the last block taken) are found a digit of kDigitBits at a time, from the top bit of the
+/// largest candidate: a shared-memory histogram of the digit over the candidates that match the
+/// digits found so far, then one CTA-wide scan over the bins. About 5 passes for the ~40-bit
+/// masses of group_mass, each with 3 barriers plus the scan's, where a search one bit per
+/// CTA-wide reduction took ~40 rounds of 3 barriers per threshold: the selection is a chain of
+/// barriers, not of arithmetic.
 template <int kThreads>
 struct BlockMassSelect {
-  using Sum = cub::BlockReduce<unsigned long long, kThreads>;  ///< The CTA-wide reduction.
-
+  static constexpr int kDigitBits = 8;                 ///< Bits of the mass decided per pass.
+  static constexpr int kBins = 1 << kDigitBits;        ///< Histogram bins per pass.
+  static constexpr unsigned int kNoBin = 0xffffffffu;  ///< A thread's empty run.
+  static_assert(kThreads >= kBins && kThreads % 32 == 0,
+                "BlockMassSelect: one thread per histogram bin (kThreads >= 256, whole warps)");
+  using Reduce = cub::BlockReduce<unsigned long long, kThreads>;  ///< CTA-wide reduction.
+  /// CTA-wide scan (warp scans: its storage is a word per warp, not per thread).
+  using Scan = cub::BlockScan<unsigned long long, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
   /// Shared memory the selection needs: one per CTA, passed to the constructor.
   struct TempStorage {
-    typename Sum::TempStorage reduce;  ///< Storage of the reduction.
-    unsigned long long result;         ///< A reduction's result, broadcast to every thread.
+    union {
+      typename Reduce::TempStorage reduce;  ///< Storage of the reductions.
+      typename Scan::TempStorage scan;      ///< Storage of the bin scans.
+    } cub;                                  ///< Used by one collective at a time.
+    unsigned long long hist[kBins];         ///< The digit histogram of a pass.
+    unsigned long long result[3];           ///< Results broadcast to every thread.
   };
-
   TempStorage& tmp;  ///< The CTA's shared storage.
   /// A selector over shared storage `t`.
   __device__ explicit BlockMassSelect(TempStorage& t) : tmp(t) {}
 
   /// Sum over the CTA of each thread's `v`, returned to every thread.
   __device__ unsigned long long sum(unsigned long long v) {
-    const unsigned long long s = Sum(tmp.reduce).Sum(v);
-    if (threadIdx.x == 0) tmp.result = s;
+    const unsigned long long s = Reduce(tmp.cub.reduce).Sum(v);
+    if (threadIdx.x == 0) tmp.result[0] = s;
     __syncthreads();
-    const unsigned long long r = tmp.result;
+    const unsigned long long r = tmp.result[0];
     __syncthreads();
     return r;
   }
-
   /// Maximum over the CTA, returned to every thread.
   __device__ unsigned long long max(unsigned long long v) {
     const unsigned long long s =
-        Sum(tmp.reduce).Reduce(v, [](unsigned long long a, unsigned long long b) {
+        Reduce(tmp.cub.reduce).Reduce(v, [](unsigned long long a, unsigned long long b) {
           return a > b ? a : b;
         });
-    if (threadIdx.x == 0) tmp.result = s;
+    if (threadIdx.x == 0) tmp.result[0] = s;
     __syncthreads();
-    const unsigned long long r = tmp.result;
+    const unsigned long long r = tmp.result[0];
     __syncthreads();
     return r;
   }
-
-  /// Sum over candidate blocks (not forced, positive mass) of f(mass, kb).
+  /// True for a candidate block: not forced, positive mass.
+  static __device__ bool candidate(std::uint64_t a, const std::uint32_t* forced, int kb) {
+    return a > 0 && !((forced[kb >> 5] >> (kb & 31)) & 1u);
+  }
+  /// Sum over candidate blocks of f(mass, kb).
   template <class F>
   __device__ unsigned long long over_candidates(const std::uint64_t* mass,
                                                 const std::uint32_t* forced, int n, F&& f) {
     unsigned long long acc = 0;
     for (int kb = threadIdx.x; kb < n; kb += kThreads) {
       const std::uint64_t a = mass[kb];
-      if (a > 0 && !((forced[kb >> 5] >> (kb & 31)) & 1u)) acc += f(a, kb);
+      if (candidate(a, forced, kb)) acc += f(a, kb);
     }
     return sum(acc);
+  }
+
+  /// The result of search().
+  struct Threshold {
+    std::uint64_t x = 0;      ///< The largest x with W(a >= x) >= need.
+    std::uint64_t above = 0;  ///< W(a > x).
+    std::uint64_t at = 0;     ///< W(a == x).
+  };
+
+  /// With W(P) the total weight of the candidates whose mass a satisfies P (weight a when
+  /// kByMass, else 1): the largest x with W(a >= x) >= need, for 0 < need <= W(a >= 0) and
+  /// `top` the top bit of the largest candidate. W(a >= x) only changes at candidate masses, so
+  /// x is one. Pass by pass, `x` holds the digits decided so far and `acc` the weight of the
+  /// candidates above every value with those digits; the invariant acc < need <= acc + (weight
+  /// under those digits) picks exactly one bin per pass.
+  template <bool kByMass>
+  __device__ __forceinline__ Threshold search(const std::uint64_t* mass,
+                                              const std::uint32_t* forced, int n, int top,
+                                              std::uint64_t need) {
+    std::uint64_t x = 0, acc = 0, at = 0;
+    for (int shift = top / kDigitBits * kDigitBits; shift >= 0; shift -= kDigitBits) {
+      for (int i = threadIdx.x; i < kBins; i += kThreads) tmp.hist[i] = 0;
+      __syncthreads();
+      const int hi = shift + kDigitBits;  // bits at and above hi must equal x's
+      // Masses of a flat selection share their top digits, so most candidates of a pass can
+      // fall into one bin: runs of equal digits are summed in registers, and the last run of
+      // each thread is summed over the warp when all of the warp's runs share a bin, so that one
+      // bin does not take a shared-memory atomic per block.
+      unsigned int run_bin = kNoBin;
+      unsigned long long run = 0;
+      for (int kb = threadIdx.x; kb < n; kb += kThreads) {
+        const std::uint64_t a = mass[kb];
+        if (!candidate(a, forced, kb) || (hi < 64 && (a >> hi) != (x >> hi))) continue;
+        const unsigned int bin = static_cast<unsigned int>((a >> shift) & (kBins - 1));
+        if (bin != run_bin) {
+          if (run_bin != kNoBin) atomicAdd(&tmp.hist[run_bin], run);
+          run_bin = bin;
+          run = 0;
+        }
+        run += kByMass ? a : 1ull;
+      }
+      // One bin for every lane that has a run (lanes without one add 0 to the warp's sum).
+      const unsigned int active = __ballot_sync(0xffffffffu, run_bin != kNoBin);
+      const unsigned int peers = __match_any_sync(0xffffffffu, run_bin);
+      if (__all_sync(0xffffffffu, run_bin == kNoBin || peers == active)) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) run += __shfl_xor_sync(0xffffffffu, run, o);
+        if (active != 0u && (threadIdx.x & 31) == __ffs(active) - 1) {
+          atomicAdd(&tmp.hist[run_bin], run);
+        }
+      } else if (run_bin != kNoBin) {
+        atomicAdd(&tmp.hist[run_bin], run);
+      }
+      __syncthreads();
+      // Thread t holds digit kBins - 1 - t: the exclusive scan is the weight of higher digits.
+      const int t = static_cast<int>(threadIdx.x);
+      const unsigned long long w = t < kBins ? tmp.hist[kBins - 1 - t] : 0ull;
+      unsigned long long higher = 0;
+      Scan(tmp.cub.scan).ExclusiveSum(w, higher);
+      if (t < kBins && acc + higher < need && acc + higher + w >= need) {
+        tmp.result[0] = static_cast<unsigned long long>(kBins - 1 - t);
+        tmp.result[1] = acc + higher;
+        tmp.result[2] = w;
+      }
+      __syncthreads();
+      x |= static_cast<std::uint64_t>(tmp.result[0]) << shift;
+      acc = tmp.result[1];
+      at = tmp.result[2];
+      __syncthreads();  // result[] and hist[] are rewritten by the next pass or collective
+    }
+    return {x, acc, at};
   }
 
   /// Runs the selection; returns how many blocks were chosen.
@@ -158,67 +249,50 @@ struct BlockMassSelect {
     cand_sum = sum(cand_sum);
     const int n_cand = static_cast<int>(sum(cand_count));
     cand_max = max(cand_max);
+    const int top = cand_max > 0 ? 63 - __clzll(static_cast<long long>(cand_max)) : 0;
     const std::uint64_t target = mass_target(total, tau_fix);
     const std::uint64_t need = target > forced_sum ? target - forced_sum : 0;
-
-    // How many: the shortest heaviest-first prefix reaching `need`.
+    // How many: the shortest heaviest-first prefix reaching `need`. With v the largest mass whose
+    // W(a >= v) reaches it, the blocks above v fall short, and ties at v are added until it does.
     int take = 0;
     if (need > 0 && cand_sum <= need) {
       take = n_cand;
     } else if (need > 0) {
-      // v: the largest mass with sum(a >= v) >= need (an attained mass).
-      std::uint64_t v = 0;
-      for (int bit = 63 - __clzll(static_cast<long long>(cand_max)); bit >= 0; --bit) {
-        const std::uint64_t c = v | (std::uint64_t{1} << bit);
-        if (over_candidates(mass, forced, n,
-                            [&](std::uint64_t a, int) { return a >= c ? a : 0; }) >= need) {
-          v = c;
-        }
-      }
-      const std::uint64_t above =
-          over_candidates(mass, forced, n, [&](std::uint64_t a, int) { return a > v ? a : 0; });
+      const Threshold v = search<true>(mass, forced, n, top, need);
       const int above_count = static_cast<int>(over_candidates(
-          mass, forced, n, [&](std::uint64_t a, int) { return a > v ? 1ull : 0ull; }));
-      take = above_count + static_cast<int>((need - above + v - 1) / v);
+          mass, forced, n, [&](std::uint64_t a, int) { return a > v.x ? 1ull : 0ull; }));
+      take = above_count + static_cast<int>((need - v.above + v.x - 1) / v.x);
     }
     take = max_of(take, min_of(min_count, n_cand));
-
     // Which: the `take` first in (mass desc, kb asc): masses above w, then ties at w by kb.
     for (int w = threadIdx.x; w < (n + 31) / 32; w += kThreads) selected[w] = 0u;
     __syncthreads();
     if (take == 0) return 0;
-    std::uint64_t w = 0;  // the largest mass with count(a >= w) >= take
-    for (int bit = 63 - __clzll(static_cast<long long>(cand_max)); bit >= 0; --bit) {
-      const std::uint64_t c = w | (std::uint64_t{1} << bit);
-      if (static_cast<int>(over_candidates(mass, forced, n, [&](std::uint64_t a, int) {
-            return a >= c ? 1ull : 0ull;
-          })) >= take) {
-        w = c;
-      }
-    }
-    const int gt = static_cast<int>(over_candidates(
-        mass, forced, n, [&](std::uint64_t a, int) { return a > w ? 1ull : 0ull; }));
-    const int ties = take - gt;  // >= 1
-    int u = 0;                   // the largest kb with count(a == w, kb' < kb) < ties
-    for (int bit = 31 - __clz(max_of(n - 1, 1)); bit >= 0; --bit) {
-      const int c = u | (1 << bit);
-      if (c >= n) continue;
-      if (static_cast<int>(over_candidates(mass, forced, n, [&](std::uint64_t a, int kb) {
-            return a == w && kb < c ? 1ull : 0ull;
-          })) < ties) {
-        u = c;
+    const Threshold w = search<false>(mass, forced, n, top, static_cast<std::uint64_t>(take));
+    const int ties = take - static_cast<int>(w.above);  // >= 1
+    int u = n;  // ties at w are taken for kb <= u: all of them unless only some are needed
+    if (static_cast<std::uint64_t>(ties) < w.at) {
+      u = 0;  // the largest kb with count(a == w, kb' < kb) < ties
+      for (int bit = 31 - __clz(max_of(n - 1, 1)); bit >= 0; --bit) {
+        const int c = u | (1 << bit);
+        if (c >= n) continue;
+        if (static_cast<int>(over_candidates(mass, forced, n, [&](std::uint64_t a, int kb) {
+              return a == w.x && kb < c ? 1ull : 0ull;
+            })) < ties) {
+          u = c;
+        }
       }
     }
     for (int kb = threadIdx.x; kb < n; kb += kThreads) {
       const std::uint64_t a = mass[kb];
-      const bool cand = a > 0 && !((forced[kb >> 5] >> (kb & 31)) & 1u);
-      if (cand && (a > w || (a == w && kb <= u))) atomicOr(&selected[kb >> 5], 1u << (kb & 31));
+      if (candidate(a, forced, kb) && (a > w.x || (a == w.x && kb <= u))) {
+        atomicOr(&selected[kb >> 5], 1u << (kb & 31));
+      }
     }
     __syncthreads();
     return take;
   }
 };
-
 #endif  // __CUDACC__
 
 }  // namespace compact::group_mass

@@ -35,6 +35,7 @@
 #include "compact/core/macros.hpp"
 
 #if defined(__CUDACC__)
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -229,6 +230,19 @@ __device__ __forceinline__ float quantize_in_range(float x, float inv) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   const float w = __fadd_rn(__fmul_rn(x, inv), 0.5f);
   return __fsub_rn(__fadd_rd(w, kMagic), kMagic);
+}
+
+/// quantize_in_range() of 8 entries of such a vector, as bf16 integers (exact: |q| <= 256)
+/// packed in a uint4, the 16 bytes a thread stores into a quantized tile.
+__device__ __forceinline__ uint4 quantize8_bf16(const float (&x)[8], float inv) {
+  std::uint32_t packed[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(quantize_in_range(x[2 * i], inv),
+                                                   quantize_in_range(x[2 * i + 1], inv));
+    std::memcpy(&packed[i], &v, 4);
+  }
+  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
 }
 #endif
 

@@ -721,19 +721,10 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
       }
       const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-      // quantize() in its full-rate form, the same integers (exact in bf16): its conversions run
-      // at a quarter of the FMA rate, and at chunk 0 (8 KV blocks) the kernel is little more
-      // than this prologue (54 us at TP2, 21.5M warp instructions; Nsight Compute, H200).
-      std::uint32_t packed[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const __nv_bfloat162 v =
-            __floats2bfloat162_rn(exact::quantize_in_range(x[2 * i], qt.inv),
-                                  exact::quantize_in_range(x[2 * i + 1], qt.inv));
-        std::memcpy(&packed[i], &v, 4);
-      }
-      *reinterpret_cast<uint4*>(sQ + Tr::swizzle(r, ch) * 8) =
-          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      // quantize() in its full-rate form, the same integers: its conversions run at a quarter
+      // of the FMA rate, and at chunk 0 (8 KV blocks) the kernel is mostly this prologue (54 us
+      // at TP2, 21.5M warp instructions; Nsight Compute, H200).
+      *reinterpret_cast<uint4*>(sQ + Tr::swizzle(r, ch) * 8) = exact::quantize8_bf16(x, qt.inv);
       if (ch == 0) sRowT[r] = valid ? exact::mul(qt.scale, p.cexp) : 0.0f;
     }
   }

@@ -277,19 +277,6 @@ struct Scratch {
   }
 };
 
-/// Quantizes 8 entries of a vector whose absmax gave `inv` to bf16 integers, packed in a uint4
-/// (exact::quantize() through its full-rate form, exact::quantize_in_range()).
-__device__ __forceinline__ uint4 quantize8(const float (&x)[8], float inv) {
-  std::uint32_t packed[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(exact::quantize_in_range(x[2 * i], inv),
-                                                   exact::quantize_in_range(x[2 * i + 1], inv));
-    std::memcpy(&packed[i], &v, 4);
-  }
-  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
-}
-
 /// Per-(token, head) quantization of the queries: one group of D/8 lanes per row.
 template <class T, int kD>
 __global__ void __launch_bounds__(256)
@@ -317,7 +304,7 @@ __global__ void __launch_bounds__(256)
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
   if (!valid) return;
   const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-  *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = quantize8(x, qt.inv);
+  *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = exact::quantize8_bf16(x, qt.inv);
   if (ch == 0) scr.qscale[row] = qt.scale;
 }
 
@@ -507,7 +494,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       for (int o = Tr::kChunks / 2; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
       const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-      *at = quantize8(x, qt.inv);
+      *at = exact::quantize8_bf16(x, qt.inv);
       if (ch == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
     }
     __syncthreads();

@@ -723,7 +723,7 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
       // quantize() in its full-rate form, the same integers: its conversions run at a quarter
       // of the FMA rate, and at chunk 0 (8 KV blocks) the kernel is mostly this prologue (54 us
-      // at TP2, 21.5M warp instructions; Nsight Compute, H200).
+      // at TP2 with quantize(), 21.5M warp instructions; Nsight Compute, H200).
       *reinterpret_cast<uint4*>(sQ + Tr::swizzle(r, ch) * 8) = exact::quantize8_bf16(x, qt.inv);
       if (ch == 0) sRowT[r] = valid ? exact::mul(qt.scale, p.cexp) : 0.0f;
     }

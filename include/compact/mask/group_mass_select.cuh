@@ -121,26 +121,24 @@ struct BlockMassSelect {
   /// A selector over shared storage `t`.
   __device__ explicit BlockMassSelect(TempStorage& t) : tmp(t) {}
 
-  /// Sum over the CTA of each thread's `v`, returned to every thread.
-  __device__ unsigned long long sum(unsigned long long v) {
-    const unsigned long long s = Reduce(tmp.cub.reduce).Sum(v);
+  /// Thread 0's `s` (a reduction's result, valid there only), returned to every thread.
+  __device__ unsigned long long broadcast(unsigned long long s) {
     if (threadIdx.x == 0) tmp.result[0] = s;
     __syncthreads();
     const unsigned long long r = tmp.result[0];
-    __syncthreads();
+    __syncthreads();  // result[0] and the reduction's storage are free again
     return r;
+  }
+  /// Sum over the CTA of each thread's `v`, returned to every thread.
+  __device__ unsigned long long sum(unsigned long long v) {
+    return broadcast(Reduce(tmp.cub.reduce).Sum(v));
   }
   /// Maximum over the CTA, returned to every thread.
   __device__ unsigned long long max(unsigned long long v) {
-    const unsigned long long s =
+    return broadcast(
         Reduce(tmp.cub.reduce).Reduce(v, [](unsigned long long a, unsigned long long b) {
           return a > b ? a : b;
-        });
-    if (threadIdx.x == 0) tmp.result[0] = s;
-    __syncthreads();
-    const unsigned long long r = tmp.result[0];
-    __syncthreads();
-    return r;
+        }));
   }
   /// True for a candidate block: not forced, positive mass.
   static __device__ bool candidate(std::uint64_t a, const std::uint32_t* forced, int kb) {

@@ -245,6 +245,9 @@ const int kRegistered = [] {
   add("flash_prefill", kTP1, 131072, FlashPrefillMask<>{}, 2.0);
   add("quest", kTP2, 131072, QuestMask{}, 4.0);
   add("quest:row_guarded", kTP2, 131072, QuestMask(FlashPrefillParams::row_guarded()), 4.0);
+  // The mean's scoring (2 flops a pair) plus the bound's row-best pass (4).
+  add("flash_prefill:bound_guarded", kTP2, 131072,
+      FlashPrefillMask<>(FlashPrefillParams::bound_guarded()), 6.0);
   add("flash_prefill:row_threshold", kTP2, 131072, FlashPrefillMask<>(FlashPrefillParams::paper()),
       2.0);
   benchmark::RegisterBenchmark("BM_QuantizeSummaries/mean/tp2/kv:131072",

@@ -311,6 +311,44 @@ TEST_CASE("exclude_forced and keep_row_best: device equals host bit for bit") {
   CHECK(e.selected < e.causal);
 }
 
+TEST_CASE("row_best_by_bound: device equals host bit for bit") {
+  // FlashPrefillMask's retrieval guard on the problems of the group_mass case (same salt): the
+  // rows' best blocks by the bound come from a scoring pass of their own, on top of the defaults.
+  const test::MaskCensus base = run_cases(FlashPrefillMask<>{}, 7011);
+  const test::MaskCensus a =
+      run_cases(FlashPrefillMask<>(FlashPrefillParams::bound_guarded()), 7011);
+  CHECK(a.causal == base.causal);
+  CHECK(a.selected >= base.selected);
+  CHECK(a.selected < a.causal);
+  // A budget so small that the rows' best blocks are most of the selection: ranked by the mean
+  // and by the bound on the same problems, both against the host.
+  FlashPrefillParams tiny;
+  tiny.group_mass = 0.05f;
+  tiny.window_blocks = 1;
+  tiny.sink_blocks = 1;
+  tiny.keep_row_best = true;
+  FlashPrefillParams tiny_bound = tiny;
+  tiny_bound.row_best_by_bound = true;
+  const test::MaskCensus m = run_cases(FlashPrefillMask<>(tiny), 8011);
+  const test::MaskCensus b = run_cases(FlashPrefillMask<>(tiny_bound), 8011);
+  CHECK(b.causal == m.causal);
+  CHECK(b.selected != m.selected);  // the two scores pick different rows' best blocks
+  CHECK(b.selected < b.causal);
+  // Two best blocks a row (the quad's lists merged on the device), by the mean, by the bound and
+  // in QuestMask, on the same problems: each keeps more than one a row.
+  FlashPrefillParams two = tiny;
+  two.row_best_count = 2;
+  FlashPrefillParams two_bound = tiny_bound;
+  two_bound.row_best_count = 2;
+  const test::MaskCensus m2 = run_cases(FlashPrefillMask<>(two), 8011);
+  const test::MaskCensus b2 = run_cases(FlashPrefillMask<>(two_bound), 8011);
+  const test::MaskCensus q1 = run_cases(QuestMask(tiny), 8111);
+  const test::MaskCensus q2 = run_cases(QuestMask(two), 8111);
+  CHECK(m2.selected > m.selected);
+  CHECK(b2.selected > b.selected);
+  CHECK(q2.selected > q1.selected);
+}
+
 TEST_CASE("QuestMask row_threshold: device equals host bit for bit") {
   const test::MaskCensus a = run_cases(QuestMask(FlashPrefillParams::paper()), 7401);
   FlashPrefillParams sharp = FlashPrefillParams::paper();

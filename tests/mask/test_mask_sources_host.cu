@@ -430,14 +430,21 @@ TEST_CASE("exclude_forced: the row's scale comes from the blocks the rules do no
   }
 }
 
-TEST_CASE("keep_row_best: one row's best block survives the group's budget") {
-  const test::HostProblem p = row_needle_problem(9621);
-  const test::HostSummaries hs = test::summaries_from_scratch(p);
+/// group_mass with a budget the heaviest block alone carries, and no forced block but the chunk's
+/// own: what the rows' best blocks add shows.
+FlashPrefillParams tiny_group_budget() {
   FlashPrefillParams f;  // group_mass
-  f.group_mass = 0.05f;  // the heaviest block alone carries it
+  f.group_mass = 0.05f;
   f.sink_blocks = 0;
   f.window_blocks = 0;
   f.last_full_blocks = 0;
+  return f;
+}
+
+TEST_CASE("keep_row_best: one row's best block survives the group's budget") {
+  const test::HostProblem p = row_needle_problem(9621);
+  const test::HostSummaries hs = test::summaries_from_scratch(p);
+  const FlashPrefillParams f = tiny_group_budget();
   for (const bool quest : {false, true}) {
     CAPTURE(quest);
     CHECK(selected_by(quest, f, p, hs) == std::vector<int>{3, 11});  // 11: the chunk's own block
@@ -450,6 +457,64 @@ TEST_CASE("keep_row_best: one row's best block survives the group's budget") {
   bad.keep_row_best = true;
   CHECK_THROWS_WITH_AS(FlashPrefillMask<>(bad).configure(p.config, p.limits),
                        Contains("FlashPrefillMask params.keep_row_best"), Error);
+}
+
+TEST_CASE("row_best_by_bound: a one-token needle a row retrieves survives the mean's budget") {
+  // planted_problem() (block 3 the hottest for every row) plus one token of block 8 at 24 w, w
+  // orthogonal to u, and query row 7 at 0.5 w + 2 u. Row 7's best mean-key block stays 3 (about
+  // 12 nats; the needle gives block 8's mean about 0.4), its best by the bound is 8 (about 24).
+  test::HostProblem p = planted_problem(9631, false);
+  auto rng = test::rng_for(9632);
+  std::vector<float> u(64), w = random_direction(rng, 4.0);
+  for (int d = 0; d < 64; ++d) {  // recover u from the planted query rows: q = noise + 2 u
+    u[d] = 0.0f;
+    for (int t = 0; t < 64; ++t) u[d] += load_float(p.q.data(), p.config.dtype, t * 64 + d) / 128;
+  }
+  double wu = 0, uu = 0, ww = 0;
+  for (int d = 0; d < 64; ++d) wu += w[d] * u[d], uu += u[d] * u[d];
+  for (int d = 0; d < 64; ++d) w[d] -= static_cast<float>(wu / uu) * u[d], ww += w[d] * w[d];
+  for (int d = 0; d < 64; ++d) w[d] *= static_cast<float>(4.0 / std::sqrt(ww));  // |w| = 4
+  const AttentionConfig& c = p.config;
+  for (int d = 0; d < 64; ++d) {
+    store_float(p.k.data(), c.dtype, key_at(p, 8 * 64 + 17, d), 24.0f * w[d]);
+    store_float(p.q.data(), c.dtype, std::size_t{7} * 64 + d, 0.5f * w[d] + 2.0f * u[d]);
+  }
+  const test::HostSummaries hs = test::summaries_from_scratch(p);
+  FlashPrefillParams f = tiny_group_budget();
+  f.keep_row_best = true;
+  CHECK(selected_by(false, f, p, hs) == std::vector<int>{3, 11});  // 11: the chunk's own block
+  FlashPrefillParams by_bound = f;
+  by_bound.row_best_by_bound = true;
+  CHECK(selected_by(false, by_bound, p, hs) == std::vector<int>{3, 8, 11});
+  // Two best blocks a row: every row's second is 6 by the mean (hot blocks 3, 6, 9 at 3, 2, 1 u).
+  FlashPrefillParams two = f;
+  two.row_best_count = 2;
+  CHECK(selected_by(false, two, p, hs) == std::vector<int>{3, 6, 11});
+  FlashPrefillParams guarded = FlashPrefillParams::bound_guarded();
+  CHECK(guarded.row_best_count == 2);
+  CHECK(guarded.keep_row_best);
+  CHECK(guarded.row_best_by_bound);
+  // QuestMask ranks by the bound already (block 8 is in its selection either way).
+  const std::vector<int> quest = selected_by(true, f, p, hs);
+  CHECK(std::find(quest.begin(), quest.end(), 8) != quest.end());
+  CHECK(selected_by(true, by_bound, p, hs) == quest);
+
+  // It picks the score of keep_row_best, so it needs it; and it reads the min/max summaries.
+  FlashPrefillParams bad = f;
+  bad.keep_row_best = false;
+  bad.row_best_by_bound = true;
+  CHECK_THROWS_WITH_AS(FlashPrefillMask<>(bad).configure(p.config, p.limits),
+                       Contains("FlashPrefillMask params.row_best_by_bound"), Error);
+  FlashPrefillParams three = f;
+  three.row_best_count = 3;
+  CHECK_THROWS_WITH_AS(QuestMask(three).configure(p.config, p.limits),
+                       Contains("QuestMask params.row_best_count"), Error);
+  KeySummaries no_bounds = hs.view;
+  no_bounds.min_k = nullptr;
+  no_bounds.max_k = nullptr;
+  CHECK_THROWS_AS(build(FlashPrefillMask<>(by_bound), p, no_bounds), Error);
+  CHECK(selected_blocks(p, build(FlashPrefillMask<>(f), p, no_bounds).view) ==
+        std::vector<int>{3, 11});
 }
 
 TEST_CASE("XAttentionMask host: cumulative mass threshold, forced blocks, minimality") {

@@ -39,7 +39,7 @@ constexpr const char* kUsage = R"(usage:
     [--chunk 1024] [--block-q 128] [--block-k 128] [--page-size 16] [--exec-group 0]
     [--selection group_mass|row_threshold] [--group-mass 0.9] [--sharpness 3] [--alpha 0.18]
     [--sink 2] [--window 4] [--last-full 2] [--min-budget 0] [--exclude-forced]
-    [--keep-row-best] [--row-guarded]
+    [--keep-row-best] [--row-best-by-bound] [--row-guarded] [--bound-guarded]
     [--xa-stride 8] [--xa-threshold 0.9] [--xa-sink 1]
     [--path auto|device|host] [--sample-chunks N] [--sample-rows N] [--sample-seed S]
     [--oracle-mass 0.95] [--quiet] [--dump DIR [--dump-only]]
@@ -76,8 +76,10 @@ Mask sources
                      --min-budget; --paper: FlashPrefill's own defaults (row_threshold, alpha
                      0.18, sharpness 1); --exclude-forced leaves the forced blocks out of
                      each row's scores; --keep-row-best (group_mass) keeps every query row's
-                     best non-forced block; --row-guarded: group_mass 0.97 with both (use it
-                     with quest)
+                     best non-forced block (--row-best-by-bound: ranked by the min/max bound,
+                     which a mean dilutes no spike of); --row-guarded: group_mass 0.97 with
+                     both (use it with quest); --bound-guarded: the defaults with every row's
+                     best block by the bound (flash_prefill's retrieval guard)
   quest              the same selection over per-block min/max key bounds
   xattention         antidiagonal scores; --xa-stride, --xa-threshold, --xa-sink
 Evaluation
@@ -137,6 +139,7 @@ Options parse(Args& a) {
   o.path = a.str("path", o.path);
   if (a.flag("paper")) o.fp = FlashPrefillParams::paper();
   if (a.flag("row-guarded")) o.fp = FlashPrefillParams::row_guarded();
+  if (a.flag("bound-guarded")) o.fp = FlashPrefillParams::bound_guarded();
   {
     const std::string sel =
         a.str("selection",
@@ -158,6 +161,7 @@ Options parse(Args& a) {
   o.fp.min_budget = static_cast<int>(a.integer("min-budget", o.fp.min_budget));
   if (a.has("exclude-forced")) o.fp.exclude_forced = a.flag("exclude-forced");
   if (a.has("keep-row-best")) o.fp.keep_row_best = a.flag("keep-row-best");
+  if (a.has("row-best-by-bound")) o.fp.row_best_by_bound = a.flag("row-best-by-bound");
   o.xa.stride = static_cast<int>(a.integer("xa-stride", o.xa.stride));
   o.xa.threshold = static_cast<float>(a.real("xa-threshold", o.xa.threshold));
   o.xa.sink_blocks = static_cast<int>(a.integer("xa-sink", o.xa.sink_blocks));
@@ -379,6 +383,19 @@ struct CacheLayout {
   }
 };
 
+/// Whether `mask` reads the min/max key summaries: QuestMask, or FlashPrefillMask when it ranks
+/// its rows' best blocks by the bound (FlashPrefillParams::row_best_by_bound).
+template <class Mask>
+bool reads_min_max(const Mask& mask) {
+  if constexpr (std::is_base_of_v<FlashPrefillMask<QuestBoundScore>, Mask>) {
+    return true;
+  } else if constexpr (std::is_base_of_v<FlashPrefillMask<MeanKeyScore>, Mask>) {
+    return mask.params.needs_bound_row_best(false);
+  } else {
+    return false;
+  }
+}
+
 /// Host storage of the cache (and the summaries a mask source reads).
 struct HostCache {
   std::vector<std::uint16_t> k, v;
@@ -548,7 +565,7 @@ void replay_host(Run& run, const Mask& mask, Summary& out) {
   const AttentionConfig& c = run.c;
   const Layer& layer = run.layer;
   const CacheLayout cl = CacheLayout::make(c, layer.tokens, run.o.sample_seed);
-  HostCache cache(c, cl, std::is_base_of_v<FlashPrefillMask<QuestBoundScore>, Mask>);
+  HostCache cache(c, cl, reads_min_max(mask));
   Engine<Mask, Union, ReferenceExecutor> engine(c, run.lim, mask);
   HostWorkspace ws(engine.workspace_bytes());
   const KvFloat kv = KvFloat::of(layer);
@@ -605,7 +622,7 @@ void replay_device(Run& run, const Mask& mask, Summary& out) {
   static_assert(
       DeviceMaskSource<Mask> && DeviceUnionStrategy<Union>,
       "compact_replay's device path needs device builds of the mask source and the union");
-  const bool min_max = std::is_base_of_v<FlashPrefillMask<QuestBoundScore>, Mask>;
+  const bool min_max = reads_min_max(mask);
   const CacheLayout cl = CacheLayout::make(c, layer.tokens, run.o.sample_seed);
   const std::size_t kv_row = static_cast<std::size_t>(c.num_kv_heads) * c.head_dim;
   const std::size_t q_row = static_cast<std::size_t>(c.num_q_heads) * c.head_dim;
@@ -807,7 +824,8 @@ std::string mask_description(const Options& o) {
                        o.fp.sink_blocks, ", window ", o.fp.window_blocks, ", last_full ",
                        o.fp.last_full_blocks, ", min_budget ", o.fp.min_budget,
                        o.fp.exclude_forced ? ", forced out of the row scores" : "",
-                       o.fp.keep_row_best ? ", every row's best block kept" : "", ")");
+                       o.fp.keep_row_best ? ", every row's best block kept" : "",
+                       o.fp.row_best_by_bound ? " (ranked by the min/max bound)" : "", ")");
   }
   if (o.mask == "sink_local")
     return detail::cat("sink_local (sink ", o.fp.sink_blocks, ", window ", o.fp.window_blocks, ")");

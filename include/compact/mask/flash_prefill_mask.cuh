@@ -85,6 +85,16 @@ struct FlashPrefillParams {
   /// the non-forced block with the row's largest logit (ties: the lowest block). A key that one
   /// row retrieves (a needle) then survives a budget that the group's summed shares decide.
   bool keep_row_best = false;
+  /// keep_row_best only: rank each row's blocks by Quest's min/max bound (QuestBoundScore) rather
+  /// than by the mask's own score, which needs KeySummaries::min_k and max_k besides the mask's
+  /// summaries. For FlashPrefillMask: a mean key dilutes a single-token spike (a needle) 128-fold,
+  /// so the needle's block is rarely a row's best mean-key block, while under the bound it is
+  /// (docs/accuracy.md). QuestMask ranks by the bound anyway; there it changes nothing.
+  bool row_best_by_bound = false;
+  /// keep_row_best: how many of each row's best non-forced blocks it keeps, 1 or 2 (ties: the
+  /// lower block first). The second catches a needle that one row's best block (a vertical
+  /// head's anchor, say) outranks.
+  int row_best_count = 1;
 
   /// FlashPrefill's own selection and defaults (alpha 0.18 per row, sharpness 1).
   static FlashPrefillParams paper() {
@@ -102,6 +112,17 @@ struct FlashPrefillParams {
     p.group_mass = 0.97f;
     p.exclude_forced = true;
     p.keep_row_best = true;
+    return p;
+  }
+
+  /// FlashPrefillMask's retrieval guard measured in docs/accuracy.md: the default group_mass
+  /// selection over mean-key scores, plus every query row's two best blocks by Quest's bound
+  /// (keep_row_best with row_best_by_bound; the summary cache must then hold min/max keys too).
+  static FlashPrefillParams bound_guarded() {
+    FlashPrefillParams p;
+    p.keep_row_best = true;
+    p.row_best_by_bound = true;
+    p.row_best_count = 2;
     return p;
   }
 
@@ -126,6 +147,16 @@ struct FlashPrefillParams {
         !keep_row_best || selection == FlashPrefillSelection::group_mass,
         cat(who, " params.keep_row_best"), "true",
         "false unless params.selection is group_mass (the row threshold keeps per row already)");
+    require(!row_best_by_bound || keep_row_best, cat(who, " params.row_best_by_bound"), "true",
+            "false unless params.keep_row_best is set (it picks the score that ranks the rows' "
+            "best blocks)");
+    require(row_best_count == 1 || row_best_count == 2, cat(who, " params.row_best_count"),
+            row_best_count, "1 or 2 (best blocks each row keeps under keep_row_best)");
+  }
+
+  /// Whether this mask needs the bound's summaries (min/max keys) besides its own score's.
+  bool needs_bound_row_best(bool score_is_bound) const {
+    return keep_row_best && row_best_by_bound && !score_is_bound;
   }
 
   /// Logit factor of the scoring: softmax scale * log2(e) * sharpness, rounded the same way on
@@ -252,10 +283,15 @@ struct Scratch {
   int kv_pad = 0;                   ///< KV blocks per scratch row (multiple of kTileKeys).
   std::int64_t kq_array_elems = 0;  ///< Elements of one quantized summary array.
   std::size_t bytes = 0;            ///< Bytes carved from the workspace.
+  /// row_best_by_bound (mean-key masks): the bound's quantized summaries, [2][max_batch][Hkv]
+  /// [kv_pad][D], and their scales; null otherwise.
+  __nv_bfloat16* kq_best = nullptr;
+  float* kscale_best = nullptr;  ///< [max_batch][Hkv][kv_pad] scales of kq_best.
 
-  /// Lays the scratch out in [base, base + bytes); `bound`: two summary arrays (QuestBoundScore).
+  /// Lays the scratch out in [base, base + bytes); `bound`: two summary arrays (QuestBoundScore);
+  /// `bound_best`: also the bound's arrays for the rows' best blocks (row_best_by_bound).
   static Scratch carve(const AttentionConfig& c, const PlanLimits& l, bool bound, void* base,
-                       std::size_t bytes) {
+                       std::size_t bytes, bool bound_best = false) {
     const Geometry g = Geometry::of(c, l);
     Scratch s;
     s.kv_pad = ceil_div(g.max_kv_blocks, kTileKeys) * kTileKeys;
@@ -270,8 +306,21 @@ struct Scratch {
     s.score_f = carver.take<std::uint32_t>(rows_q);
     s.group_mass = carver.take<std::uint64_t>(rows_k);
     s.row_best = carver.take<std::uint32_t>(rows_k / 32);  // kv_pad is a multiple of 32
+    if (bound_best) {
+      s.kq_best = carver.take<__nv_bfloat16>(2 * rows_k * c.head_dim);
+      s.kscale_best = carver.take<float>(rows_k);
+    }
     s.bytes = carver.used();
     return s;
+  }
+
+  /// The scratch as the row-best pass of row_best_by_bound sees it: the bound's summaries in
+  /// place of the mask's own (the rest shared).
+  Scratch bound_best_view() const {
+    Scratch v = *this;
+    v.kq = kq_best;
+    v.kscale = kscale_best;
+    return v;
   }
 };
 
@@ -311,8 +360,52 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
   std::vector<std::uint64_t> mass;  // group_mode: [kvh][kb]
   std::vector<std::uint8_t> forced, selected, group_forced_rb;
   std::vector<std::uint8_t> row_best;  // keep_row_best: [kvh][kb]
-  std::vector<float> best_logit;       // keep_row_best: per row of a query block
+  std::vector<float> best_logit;       // keep_row_best: [row of a query block][row_best_count]
   std::vector<int> best_kb;
+  // row_best_by_bound (mean-key masks): the bound's quantized summaries rank the rows' best.
+  const bool bound_best = p.needs_bound_row_best(kBound);
+  std::vector<int> kq_best;
+  std::vector<float> kscale_best;
+  // Quantizes every block's summaries of sequence slot `slot`: [kb][kvh][array][D] integers and
+  // one scale per (kb, kvh) over all arrays (the device's quantize_summaries_kernel).
+  const auto quantize_blocks = [&](bool bound, int slot, int n_kb, std::vector<int>& q,
+                                   std::vector<float>& scale) {
+    const int arrays = bound ? 2 : 1;
+    q.assign(static_cast<std::size_t>(n_kb) * hkv * arrays * D, 0);
+    scale.assign(static_cast<std::size_t>(n_kb) * hkv, 0.0f);
+    for (int kb = 0; kb < n_kb; ++kb) {
+      for (int h = 0; h < hkv; ++h) {
+        const std::int64_t at = sum.offset(slot, kb, h, hkv, D);
+        const float* src[2] = {bound ? sum.max_k + at : sum.mean_k + at,
+                               bound ? sum.min_k + at : nullptr};
+        float amax = 0.0f;
+        for (int arr = 0; arr < arrays; ++arr) {
+          for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(src[arr][d]));
+        }
+        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+        const std::size_t kh = static_cast<std::size_t>(kb) * hkv + h;
+        scale[kh] = qt.scale;
+        for (int arr = 0; arr < arrays; ++arr) {
+          for (int d = 0; d < D; ++d) {
+            q[(kh * arrays + arr) * D + d] = exact::quantize(src[arr][d], qt.inv, kLevels);
+          }
+        }
+      }
+    }
+  };
+  // The exact integer q . k of a quantized query row against block summaries (the bound: the
+  // max where q_d >= 0, else the min).
+  const auto summary_dot = [&](bool bound, const int* q, const int* k) {
+    int dot = 0;
+    for (int d = 0; d < D; ++d) {
+      if (bound) {
+        dot += q[d] >= 0 ? q[d] * k[d] : q[d] * k[D + d];
+      } else {
+        dot += q[d] * k[d];
+      }
+    }
+    return dot;
+  };
   for (int b = 0; b < a.batch.num_seqs; ++b) {
     const SeqInfo s = seq_info(a.batch, b);
     if (s.q_len <= 0) continue;
@@ -322,28 +415,8 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
     const int slot = sum.slot(b);
     if (group_mode) mass.assign(static_cast<std::size_t>(hkv) * n_kb, 0);
     row_best.assign(static_cast<std::size_t>(hkv) * n_kb, 0);
-    // Quantized summaries of every block of the sequence: [kb][kvh][array][D].
-    kq.assign(static_cast<std::size_t>(n_kb) * hkv * kArrays * D, 0);
-    kscale.assign(static_cast<std::size_t>(n_kb) * hkv, 0.0f);
-    for (int kb = 0; kb < n_kb; ++kb) {
-      for (int h = 0; h < hkv; ++h) {
-        const std::int64_t at = sum.offset(slot, kb, h, hkv, D);
-        const float* src[2] = {kBound ? sum.max_k + at : sum.mean_k + at,
-                               kBound ? sum.min_k + at : nullptr};
-        float amax = 0.0f;
-        for (int arr = 0; arr < kArrays; ++arr) {
-          for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(src[arr][d]));
-        }
-        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-        const std::size_t kh = static_cast<std::size_t>(kb) * hkv + h;
-        kscale[kh] = qt.scale;
-        for (int arr = 0; arr < kArrays; ++arr) {
-          for (int d = 0; d < D; ++d) {
-            kq[(kh * kArrays + arr) * D + d] = exact::quantize(src[arr][d], qt.inv, kLevels);
-          }
-        }
-      }
-    }
+    quantize_blocks(kBound, slot, n_kb, kq, kscale);
+    if (bound_best) quantize_blocks(true, slot, n_kb, kq_best, kscale_best);
     for (int h = 0; h < c.num_q_heads; ++h) {
       const int kvh = h / G;
       for (int qb = 0; qb < n_qb; ++qb) {
@@ -372,32 +445,41 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
         m_row.assign(n_cand, 0.0f);
         f_row.assign(n_cand, 0u);
         svals.assign(rows, 0.0f);
-        best_logit.assign(rows, 0.0f);
-        best_kb.assign(rows, -1);
+        const int top = p.row_best_count;
+        best_logit.assign(static_cast<std::size_t>(rows) * top, 0.0f);
+        best_kb.assign(static_cast<std::size_t>(rows) * top, -1);
         // Blocks in increasing order, replaced only by a larger logit: ties keep the lowest block.
         const auto track_best = [&](int t, int kb) {
-          if (p.keep_row_best && !forced_on(p, span, kb, qb, n_qb, final_chunk) &&
-              (best_kb[t] < 0 || svals[t] > best_logit[t])) {
-            best_logit[t] = svals[t];
-            best_kb[t] = kb;
+          if (!p.keep_row_best || forced_on(p, span, kb, qb, n_qb, final_chunk)) return;
+          float v = svals[t];
+          if (bound_best) {
+            const std::size_t kh = static_cast<std::size_t>(kb) * hkv + kvh;
+            const int dot =
+                summary_dot(true, &qi[static_cast<std::size_t>(t) * D], &kq_best[kh * 2 * D]);
+            v = logit(static_cast<float>(dot), row_t[t], kscale_best[kh]);
+          }
+          // Insertion into the row's (logit desc, kb asc) list: blocks come in increasing order
+          // and only a larger logit moves ahead, so ties keep the lower block first.
+          float* logits = &best_logit[static_cast<std::size_t>(t) * top];
+          int* kbs = &best_kb[static_cast<std::size_t>(t) * top];
+          for (int i = 0; i < top; ++i) {
+            if (kbs[i] >= 0 && !(v > logits[i])) continue;
+            for (int j = top - 1; j > i; --j) {
+              logits[j] = logits[j - 1];
+              kbs[j] = kbs[j - 1];
+            }
+            logits[i] = v;
+            kbs[i] = kb;
+            break;
           }
         };
         for (int kb = 0; kb < n_cand; ++kb) {
           const std::size_t kh = static_cast<std::size_t>(kb) * hkv + kvh;
-          const int* kmax = &kq[kh * kArrays * D];
-          const int* kmin = kBound ? kmax + D : nullptr;
+          const int* kblock = &kq[kh * kArrays * D];
           std::uint32_t mkey = exact::kOrderedMinusInf;
           for (int t = 0; t < rows; ++t) {
             if (!scores_block(kb, row_pos[t], Bk, s.kv_len)) continue;
-            const int* q = &qi[static_cast<std::size_t>(t) * D];
-            int dot = 0;
-            for (int d = 0; d < D; ++d) {
-              if constexpr (kBound) {
-                dot += q[d] >= 0 ? q[d] * kmax[d] : q[d] * kmin[d];
-              } else {
-                dot += q[d] * kmax[d];
-              }
-            }
+            const int dot = summary_dot(kBound, &qi[static_cast<std::size_t>(t) * D], kblock);
             svals[t] = logit(static_cast<float>(dot), row_t[t], kscale[kh]);
             mkey = std::max(mkey, exact::ordered_key(svals[t]));
             track_best(t, kb);
@@ -413,8 +495,8 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
           m_row[kb] = m;
           f_row[kb] = f;
         }
-        for (int t = 0; t < rows; ++t) {
-          if (best_kb[t] >= 0) row_best[static_cast<std::size_t>(kvh) * n_kb + best_kb[t]] = 1;
+        for (const int kb : best_kb) {
+          if (kb >= 0) row_best[static_cast<std::size_t>(kvh) * n_kb + kb] = 1;
         }
         // Selection (exclude_forced: forced blocks are left unscored, out of the row maximum).
         const auto scored_here = [&](int kb) {
@@ -612,16 +694,41 @@ __device__ __forceinline__ std::uint32_t neg_lanes(std::uint32_t x) {
   return ((x >> 15) & 0x00010001u) * 0xffffu;
 }
 
+/// Inserts (key, kb) into a list of the kTop best (ordered logit key, block) pairs, kept in
+/// (key desc, block asc) order; kb < 0 (an empty entry) is not inserted. The order is total over
+/// distinct blocks, so merging disjoint lists entry by entry in any order gives the same list.
+template <int kTop>
+__device__ __forceinline__ void insert_best(std::uint32_t (&keys)[kTop], int (&kbs)[kTop],
+                                            std::uint32_t key, int kb) {
+  if (kb < 0) return;
+#pragma unroll
+  for (int i = 0; i < kTop; ++i) {
+    const bool ahead = kbs[i] < 0 || key > keys[i] || (key == keys[i] && kb < kbs[i]);
+    const std::uint32_t k_out = keys[i];
+    const int kb_out = kbs[i];
+    keys[i] = ahead ? key : keys[i];
+    kbs[i] = ahead ? kb : kbs[i];
+    key = ahead ? k_out : key;  // the displaced entry moves on down the list
+    kb = ahead ? kb_out : kb;
+    if (kb < 0) return;
+  }
+}
+
 /// Scoring + selection for one (sequence, KV head, head chunk, query block): packed rows are
 /// (local head g, token t) = (r / Bq, r % Bq). Every mean-key tile loaded into shared memory is
 /// used by all packed heads (GQA packing); each head's scores and mask rows are its own, so the
 /// result is exactly the per-head computation.
 ///
-/// kRowBest is fp.keep_row_best at compile time: its per-row best (key, block) registers live
-/// across the whole key loop, and a runtime flag made every build pay for them (about 1.5% of
-/// the mask time at TP2 128K, measured on the H100).
-template <class Tr, bool kRowBest>
+/// kRowBest is fp.keep_row_best at compile time, as the count of blocks each row keeps (0: off;
+/// fp.row_best_count): its per-row best (key, block) registers live across the whole key loop,
+/// and a runtime flag made every build pay for them (about 1.5% of the mask time at TP2 128K,
+/// measured on the H100). kMass = false is the row-best pass of
+/// row_best_by_bound: the bound's logits only rank each row's blocks (into Scratch::row_best);
+/// no block statistics, no selection, no tail hint (the mask's own pass writes those).
+template <class Tr, int kRowBest, bool kMass = true>
 __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
+  static_assert(kRowBest >= 0 && kRowBest <= 2, "keep_row_best keeps 1 or 2 blocks a row");
+  static_assert(kMass || kRowBest > 0, "a pass without the block statistics only ranks rows' best");
   using T = typename Tr::Element;
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -642,7 +749,8 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   const int b = y / c.num_kv_heads;
   if (b >= p.batch.num_seqs) return;
   const SeqInfo s = seq_info(p.batch, b);
-  if (p.mask.tail_q_blocks != nullptr && qb == 0 && hc == 0 && kvh == 0 && threadIdx.x == 0) {
+  if (kMass && p.mask.tail_q_blocks != nullptr && qb == 0 && hc == 0 && kvh == 0 &&
+      threadIdx.x == 0) {
     p.mask.tail_q_blocks[b] =
         tail_hint(p.fp, s, c.block_q, c.block_k,
                   p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0);
@@ -752,16 +860,21 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   // For forced_on(): the row-best tracking, exclude_forced and the row threshold's writer.
   const int n_qb = ceil_div(s.q_len, Bq);
   const bool final_chunk = p.batch.final_chunk != nullptr && p.batch.final_chunk[b] != 0;
-  // kRowBest: this thread's best non-forced (logit key, block) per accumulator row, over its
-  // columns; the quad's four lanes combine them after the last tile.
-  std::uint32_t best_key[Tr::kAtoms][2];
-  int best_kb[Tr::kAtoms][2];
+  // kRowBest: this thread's kRowBest best non-forced (logit key, block) per accumulator row, over
+  // its columns, in (key desc, block asc) order; the quad's four lanes merge them after the last
+  // tile.
+  constexpr int kTop = kRowBest > 0 ? kRowBest : 1;
+  std::uint32_t best_key[Tr::kAtoms][2][kTop];
+  int best_kb[Tr::kAtoms][2][kTop];
 #pragma unroll
   for (int a = 0; a < Tr::kAtoms; ++a) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      best_key[a][hh] = 0u;
-      best_kb[a][hh] = -1;
+#pragma unroll
+      for (int i = 0; i < kTop; ++i) {
+        best_key[a][hh][i] = 0u;
+        best_kb[a][hh][i] = -1;
+      }
     }
   }
 
@@ -864,7 +977,7 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
         }
       }
     }
-    if constexpr (kRowBest) {
+    if constexpr (kRowBest > 0) {
 #pragma unroll
       for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
@@ -876,129 +989,139 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) {
               const float v = acc[a][n][2 * hh + e];
-              const std::uint32_t key = exact::ordered_key(v);
-              if (v != -INFINITY && (best_kb[a][hh] < 0 || key > best_key[a][hh])) {
-                best_key[a][hh] = key;
-                best_kb[a][hh] = kb;
-              }
+              if (v != -INFINITY)
+                insert_best<kTop>(best_key[a][hh], best_kb[a][hh], exact::ordered_key(v), kb);
             }
           }
         }
       }
     }
 
-    // Per (head, block): maximum over the head's rows (ordered keys, order-free). The thread's
-    // atoms of one head combine in registers first, so the quad-column shuffles run once per
-    // head rather than once per atom.
-    {
-      std::uint32_t run[Tr::kNAtoms][2];
+    if constexpr (kMass) {
+      // Per (head, block): maximum over the head's rows (ordered keys, order-free). The thread's
+      // atoms of one head combine in registers first, so the quad-column shuffles run once per
+      // head rather than once per atom.
+      {
+        std::uint32_t run[Tr::kNAtoms][2];
 #pragma unroll
-      for (int a = 0; a < Tr::kAtoms; ++a) {
-        const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const std::uint32_t u =
-                max(exact::ordered_key(acc[a][n][e]), exact::ordered_key(acc[a][n][2 + e]));
-            run[n][e] = same_head ? max(run[n][e], u) : u;
-          }
-        }
-        const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
-        if (flush) {  // warp-uniform: atom_head depends on the warp and atom only
+        for (int a = 0; a < Tr::kAtoms; ++a) {
+          const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
 #pragma unroll
           for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              std::uint32_t u = run[n][e];
-              u = max(u, __shfl_xor_sync(0xffffffffu, u, 4));
-              u = max(u, __shfl_xor_sync(0xffffffffu, u, 8));
-              u = max(u, __shfl_xor_sync(0xffffffffu, u, 16));
-              if (lane < 4 && atom_head[a] < hpc) {
-                atomicMax(&red_max[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], u);
+              const std::uint32_t u =
+                  max(exact::ordered_key(acc[a][n][e]), exact::ordered_key(acc[a][n][2 + e]));
+              run[n][e] = same_head ? max(run[n][e], u) : u;
+            }
+          }
+          const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
+          if (flush) {  // warp-uniform: atom_head depends on the warp and atom only
+#pragma unroll
+            for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                std::uint32_t u = run[n][e];
+                u = max(u, __shfl_xor_sync(0xffffffffu, u, 4));
+                u = max(u, __shfl_xor_sync(0xffffffffu, u, 8));
+                u = max(u, __shfl_xor_sync(0xffffffffu, u, 16));
+                if (lane < 4 && atom_head[a] < hpc) {
+                  atomicMax(&red_max[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], u);
+                }
               }
             }
           }
         }
       }
-    }
-    __syncthreads();
+      __syncthreads();
 
-    // Per (head, block): fixed-point sum of 2^(logit - max) over the head's rows (integer,
-    // order-free). logit - max is never above 0, so the full-rate fix_exp2_nonpos() gives
-    // fix_exp2()'s bits; an unscored -inf (or -inf - -inf = NaN) gives 0, as fix_exp2 skips it.
-    {
-      std::uint32_t run[Tr::kNAtoms][2];
+      // Per (head, block): fixed-point sum of 2^(logit - max) over the head's rows (integer,
+      // order-free). logit - max is never above 0, so the full-rate fix_exp2_nonpos() gives
+      // fix_exp2()'s bits; an unscored -inf (or -inf - -inf = NaN) gives 0, as fix_exp2 skips it.
+      {
+        std::uint32_t run[Tr::kNAtoms][2];
 #pragma unroll
-      for (int a = 0; a < Tr::kAtoms; ++a) {
-        const int g = min_of(atom_head[a], Tr::kMaxHeads - 1);
-        const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float m =
-                exact::from_ordered_key(red_max[g * Tr::kN + n * 8 + 2 * (lane & 3) + e]);
-            const std::uint32_t f = exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][e], m)) +
-                                    exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][2 + e], m));
-            run[n][e] = same_head ? run[n][e] + f : f;
-          }
-        }
-        const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
-        if (flush) {  // warp-uniform
+        for (int a = 0; a < Tr::kAtoms; ++a) {
+          const int g = min_of(atom_head[a], Tr::kMaxHeads - 1);
+          const bool same_head = a > 0 && atom_head[a] == atom_head[a - 1];
 #pragma unroll
           for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              std::uint32_t f = run[n][e];
-              f += __shfl_xor_sync(0xffffffffu, f, 4);
-              f += __shfl_xor_sync(0xffffffffu, f, 8);
-              f += __shfl_xor_sync(0xffffffffu, f, 16);
-              if (lane < 4 && atom_head[a] < hpc) {
-                atomicAdd(&red_sum[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], f);
+              const float m =
+                  exact::from_ordered_key(red_max[g * Tr::kN + n * 8 + 2 * (lane & 3) + e]);
+              const std::uint32_t f = exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][e], m)) +
+                                      exact::fix_exp2_nonpos(__fsub_rn(acc[a][n][2 + e], m));
+              run[n][e] = same_head ? run[n][e] + f : f;
+            }
+          }
+          const bool flush = a + 1 == Tr::kAtoms || atom_head[a + 1] != atom_head[a];
+          if (flush) {  // warp-uniform
+#pragma unroll
+            for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                std::uint32_t f = run[n][e];
+                f += __shfl_xor_sync(0xffffffffu, f, 4);
+                f += __shfl_xor_sync(0xffffffffu, f, 8);
+                f += __shfl_xor_sync(0xffffffffu, f, 16);
+                if (lane < 4 && atom_head[a] < hpc) {
+                  atomicAdd(&red_sum[atom_head[a] * Tr::kN + n * 8 + 2 * lane + e], f);
+                }
               }
             }
           }
         }
       }
-    }
-    __syncthreads();
+      __syncthreads();
 
-    // One thread per (head, block) stores the tile's results and resets this parity's buffers.
-    if (tid < hpc * Tr::kN) {
-      const int g = tid / Tr::kN, col = tid % Tr::kN, kb = n0 + col;
-      if (kb < n_cand) {
-        const std::int64_t at = score_row(h0 + g) + kb;
-        p.scr.score_m[at] = exact::from_ordered_key(red_max[g * Tr::kN + col]);
-        p.scr.score_f[at] = red_sum[g * Tr::kN + col];
+      // One thread per (head, block) stores the tile's results and resets this parity's buffers.
+      if (tid < hpc * Tr::kN) {
+        const int g = tid / Tr::kN, col = tid % Tr::kN, kb = n0 + col;
+        if (kb < n_cand) {
+          const std::int64_t at = score_row(h0 + g) + kb;
+          p.scr.score_m[at] = exact::from_ordered_key(red_max[g * Tr::kN + col]);
+          p.scr.score_f[at] = red_sum[g * Tr::kN + col];
+        }
+        red_max[g * Tr::kN + col] = exact::kOrderedMinusInf;
+        red_sum[g * Tr::kN + col] = 0u;
       }
-      red_max[g * Tr::kN + col] = exact::kOrderedMinusInf;
-      red_sum[g * Tr::kN + col] = 0u;
+    } else {
+      __syncthreads();  // every warp is done with this stage before the next load reuses it
     }
   }
-  if constexpr (kRowBest) {
-    // The quad (lanes 4i..4i+3) holds the columns of the same rows: the best of the four, ties to
-    // the lowest block (each lane's own ties already kept its lowest), as the host's scan finds.
+  if constexpr (kRowBest > 0) {
+    // The quad (lanes 4i..4i+3) holds the columns of the same rows, disjoint: merging the four
+    // lists in (key desc, block asc) order gives the row's best blocks, as the host's scan finds.
 #pragma unroll
     for (int a = 0; a < Tr::kAtoms; ++a) {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        std::uint32_t key = best_key[a][hh];
-        int kb = best_kb[a][hh];
 #pragma unroll
         for (int o = 1; o <= 2; o <<= 1) {
-          const std::uint32_t k2 = __shfl_xor_sync(0xffffffffu, key, o);
-          const int kb2 = __shfl_xor_sync(0xffffffffu, kb, o);
-          const bool take = kb2 >= 0 && (kb < 0 || k2 > key || (k2 == key && kb2 < kb));
-          key = take ? k2 : key;
-          kb = take ? kb2 : kb;
+          std::uint32_t other_key[kTop];
+          int other_kb[kTop];
+#pragma unroll
+          for (int i = 0; i < kTop; ++i) {
+            other_key[i] = __shfl_xor_sync(0xffffffffu, best_key[a][hh][i], o);
+            other_kb[i] = __shfl_xor_sync(0xffffffffu, best_kb[a][hh][i], o);
+          }
+#pragma unroll
+          for (int i = 0; i < kTop; ++i) {
+            insert_best<kTop>(best_key[a][hh], best_kb[a][hh], other_key[i], other_kb[i]);
+          }
         }
-        if ((lane & 3) == 0 && kb >= 0) {
-          atomicOr(&p.scr.row_best[key_row0 / 32 + kb / 32], 1u << (kb & 31));
+        if ((lane & 3) == 0) {
+#pragma unroll
+          for (int i = 0; i < kTop; ++i) {
+            const int kb = best_kb[a][hh][i];
+            if (kb >= 0) atomicOr(&p.scr.row_best[key_row0 / 32 + kb / 32], 1u << (kb & 31));
+          }
         }
       }
     }
   }
+  if constexpr (!kMass) return;
   __syncthreads();  // the scores of every block are in global memory, visible to the CTA
 
   // Selection: one warp per packed head.
@@ -1283,7 +1406,9 @@ void dispatch(const AttentionConfig& c, int packed_rows, F&& f) {
 /// Device build: a quantization pass over the summaries, then one CTA per (sequence, KV head,
 /// head chunk, query block) of the limits' layout: mma.sync m16n8k16 over 32-key tiles
 /// (cp.async double buffering), shared-memory reductions, then one warp per head selects and
-/// writes the row's words. Scratch: workspace_bytes(). Head dims 64 and 128, bf16 and fp16
+/// writes the row's words. With row_best_by_bound (FlashPrefillParams::bound_guarded()) a second
+/// quantization and scoring pass over the min/max summaries only ranks every row's blocks by the
+/// bound, for keep_row_best. Scratch: workspace_bytes(). Head dims 64 and 128, bf16 and fp16
 /// queries, any page size (pages are never read).
 template <class Score = MeanKeyScore>
 struct FlashPrefillMask {
@@ -1302,7 +1427,9 @@ struct FlashPrefillMask {
 
   /// Scratch of the device build (quantized summaries, per-block statistics).
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
-    return flash_prefill::Scratch::carve(c, l, Score::kBound, nullptr, 0).bytes;
+    return flash_prefill::Scratch::carve(c, l, Score::kBound, nullptr, 0,
+                                         params.needs_bound_row_best(Score::kBound))
+        .bytes;
   }
 
   /// Host reference: every pointer in `a` is host memory.
@@ -1318,7 +1445,9 @@ struct FlashPrefillMask {
     }
   }
 
-  /// Device build: two launches with grids fixed by the limits, no allocation, no sync.
+  /// Device build: launches with grids fixed by the limits (summary quantization, scoring, and
+  /// the group selection; row_best_by_bound adds a quantization and a scoring pass of the
+  /// bound), no allocation, no sync.
   void build_device(const MaskArgs& a, cudaStream_t stream) const {
     check(a, Space::device);
     using namespace flash_prefill;
@@ -1327,38 +1456,62 @@ struct FlashPrefillMask {
             detail::cat("64 or 128 for the device build of ", Score::kName));
     const Geometry geo = Geometry::of(c, a.limits);
     require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
-    const Scratch scr = Scratch::carve(c, a.limits, Score::kBound, a.scratch.data, a.scratch.bytes);
-    {
+    const bool bound_best = params.needs_bound_row_best(Score::kBound);
+    const Scratch scr =
+        Scratch::carve(c, a.limits, Score::kBound, a.scratch.data, a.scratch.bytes, bound_best);
+    // Quantized summaries: the score's, and for row_best_by_bound the bound's. Both passes run
+    // before either scoring kernel (each zeroes the group masses and the row-best bitmap).
+    const auto quantize = [&]<bool kBoundArrays>(const Scratch& into) {
       const long long warps =
           static_cast<long long>(a.limits.max_batch) * geo.max_kv_blocks * c.num_kv_heads;
       const int blocks = static_cast<int>(ceil_div(warps, 8LL));
       if (c.head_dim == 128) {
-        quantize_summaries_kernel<Score::kBound, 128>
-            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, scr);
+        quantize_summaries_kernel<kBoundArrays, 128>
+            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, into);
       } else {
-        quantize_summaries_kernel<Score::kBound, 64>
-            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, scr);
+        quantize_summaries_kernel<kBoundArrays, 64>
+            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, into);
       }
       COMPACT_CHECK_LAUNCH("quantize_summaries_kernel");
+    };
+    quantize.template operator()<Score::kBound>(scr);
+    if constexpr (!Score::kBound) {
+      if (bound_best) quantize.template operator()<true>(scr.bound_best_view());
     }
-    ScoreParams sp;
-    sp.c = c;
-    sp.batch = a.batch;
-    sp.fp = params;
-    sp.scr = scr;
-    sp.mask = a.mask;
-    sp.cexp = params.logit_factor(c.scale());
-    sp.heads_per_cta = heads_per_cta(c, Score::kBound);
-    sp.head_chunks = c.gqa_group() / sp.heads_per_cta;
-    sp.q_blocks = geo.max_q_blocks;
-    const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_kv_heads * sp.head_chunks);
-    dispatch<Score::kBound>(c, sp.heads_per_cta * c.block_q, [&]<class Tr>() {
-      const auto kernel = params.keep_row_best ? score_kernel<Tr, true> : score_kernel<Tr, false>;
-      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              Tr::kSmemBytes));
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
-      COMPACT_CHECK_LAUNCH("flash_prefill score_kernel");
-    });
+    // One scoring launch: packed heads per CTA and grid of the summaries' kind (kBoundArrays).
+    const auto score = [&]<bool kBoundArrays, int kRowBest, bool kMass>(const Scratch& with) {
+      ScoreParams sp;
+      sp.c = c;
+      sp.batch = a.batch;
+      sp.fp = params;
+      sp.scr = with;
+      sp.mask = a.mask;
+      sp.cexp = params.logit_factor(c.scale());
+      sp.heads_per_cta = heads_per_cta(c, kBoundArrays);
+      sp.head_chunks = c.gqa_group() / sp.heads_per_cta;
+      sp.q_blocks = geo.max_q_blocks;
+      const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_kv_heads * sp.head_chunks);
+      dispatch<kBoundArrays>(c, sp.heads_per_cta * c.block_q, [&]<class Tr>() {
+        const auto kernel = score_kernel<Tr, kRowBest, kMass>;
+        COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                Tr::kSmemBytes));
+        kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
+        COMPACT_CHECK_LAUNCH("flash_prefill score_kernel");
+      });
+    };
+    const bool two = params.row_best_count == 2;
+    if (!params.keep_row_best || bound_best) {
+      score.template operator()<Score::kBound, 0, true>(scr);
+    } else if (two) {
+      score.template operator()<Score::kBound, 2, true>(scr);
+    } else {
+      score.template operator()<Score::kBound, 1, true>(scr);
+    }
+    // row_best_by_bound: the rows' best blocks by the bound, from a pass of its own.
+    if constexpr (!Score::kBound) {
+      if (bound_best && two) score.template operator()<true, 2, false>(scr.bound_best_view());
+      if (bound_best && !two) score.template operator()<true, 1, false>(scr.bound_best_view());
+    }
     if (params.selection == FlashPrefillSelection::group_mass) {
       flash_prefill::GroupSelectParams gp;
       gp.c = c;
@@ -1387,7 +1540,7 @@ struct FlashPrefillMask {
     params.validate(Score::kName);
     SummaryNeeds needs;
     needs.mean_k = !Score::kBound;
-    needs.min_max_k = Score::kBound;
+    needs.min_max_k = Score::kBound || params.needs_bound_row_best(Score::kBound);
     validate_summaries(a.config, a.limits, a.batch.num_seqs, a.cache.summaries, space, needs,
                        Score::kName);
     require_not_null(a.mask.bits, "mask.bits");

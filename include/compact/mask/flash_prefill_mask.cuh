@@ -714,6 +714,28 @@ __device__ __forceinline__ void insert_best(std::uint32_t (&keys)[kTop], int (&k
   }
 }
 
+/// insert_best() for a block that comes after every listed one (a thread's own scan, blocks in
+/// increasing order): a tie stays behind, so only keys are compared. The list is sorted, so the
+/// entries the new one passes are a suffix; each slot takes its upper neighbour, the new entry or
+/// itself. With kTop = 1 this is the plain running maximum (no block comparison in the hot loop).
+template <int kTop>
+__device__ __forceinline__ void insert_later(std::uint32_t (&keys)[kTop], int (&kbs)[kTop],
+                                             std::uint32_t key, int kb) {
+#pragma unroll
+  for (int i = kTop - 1; i >= 0; --i) {
+    const int up = i > 0 ? i - 1 : 0;
+    const bool ahead = kbs[i] < 0 || key > keys[i];
+    const bool above = i > 0 && (kbs[up] < 0 || key > keys[up]);  // it passes slot i - 1 too
+    if (above) {
+      keys[i] = keys[up];
+      kbs[i] = kbs[up];
+    } else if (ahead) {
+      keys[i] = key;
+      kbs[i] = kb;
+    }
+  }
+}
+
 /// Scoring + selection for one (sequence, KV head, head chunk, query block): packed rows are
 /// (local head g, token t) = (r / Bq, r % Bq). Every mean-key tile loaded into shared memory is
 /// used by all packed heads (GQA packing); each head's scores and mask rows are its own, so the
@@ -982,7 +1004,7 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
       for (int n = 0; n < Tr::kNAtoms; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int kb = n0 + n * 8 + 2 * (lane & 3) + e;  // increasing per thread: ties keep
+          const int kb = n0 + n * 8 + 2 * (lane & 3) + e;  // increasing per thread (insert_later)
           if (kb >= n_cand || forced_on(p.fp, span, kb, qb, n_qb, final_chunk)) continue;
 #pragma unroll
           for (int a = 0; a < Tr::kAtoms; ++a) {
@@ -990,7 +1012,7 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
             for (int hh = 0; hh < 2; ++hh) {
               const float v = acc[a][n][2 * hh + e];
               if (v != -INFINITY)
-                insert_best<kTop>(best_key[a][hh], best_kb[a][hh], exact::ordered_key(v), kb);
+                insert_later<kTop>(best_key[a][hh], best_kb[a][hh], exact::ordered_key(v), kb);
             }
           }
         }

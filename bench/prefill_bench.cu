@@ -15,6 +15,10 @@
 // COMPACT_SELECTION_DIR, when set, receives the last chunk's FlashPrefill 2D mask of every
 // configuration as a .npy bool array [B][Hq][nqb][nkb] (for bench/peers.py's FlexAttention peer:
 // selection_{preset}_{kv}_{chunk}.npy).
+// COMPACT_PREFILL_MASK=bound_guarded gives CompactAttention and the 2D baseline
+// FlashPrefillMask(FlashPrefillParams::bound_guarded()) instead of the defaults (the cache then
+// keeps min/max key summaries too, and the methods are named compact:bound_guarded and
+// block_sparse:bound_guarded).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -41,6 +45,32 @@ using namespace compact::bench;
 
 constexpr int kMethods = 3;
 constexpr std::array<const char*, kMethods> kMethodNames = {"dense", "compact", "block_sparse"};
+
+/// FlashPrefillMask's parameters of the run (COMPACT_PREFILL_MASK) and the name suffix they give.
+struct MaskChoice {
+  FlashPrefillParams params;
+  std::string suffix;
+};
+
+const MaskChoice& mask_choice() {
+  static const MaskChoice m = [] {
+    const char* env = std::getenv("COMPACT_PREFILL_MASK");
+    const std::string v = env != nullptr ? env : "";
+    if (v.empty() || v == "default") return MaskChoice{};
+    if (v == "bound_guarded") return MaskChoice{FlashPrefillParams::bound_guarded(), ":" + v};
+    std::fprintf(stderr,
+                 "prefill_bench: COMPACT_PREFILL_MASK is '%s', expected default or "
+                 "bound_guarded\n",
+                 v.c_str());
+    std::exit(2);
+  }();
+  return m;
+}
+
+/// A method's name in benchmark names and the CSV: dense is the same whatever the mask.
+std::string method_name(int m) {
+  return m == 0 ? std::string(kMethodNames[0]) : kMethodNames[m] + mask_choice().suffix;
+}
 
 struct Shape {
   Preset preset;
@@ -139,6 +169,9 @@ const PrefillResult& run_prefill(const Shape& sh) {
   test::DeviceBuffer<std::uint16_t> k_pool(pool), v_pool(pool);
   const int max_blocks = ceil_div(P, c.block_k);
   test::DeviceBuffer<float> mean_k(static_cast<std::size_t>(B) * max_blocks * row_kv);
+  // Quest's min/max keys, only for a mask that ranks rows' blocks by the bound.
+  const bool min_max = mask_choice().params.needs_bound_row_best(false);
+  test::DeviceBuffer<float> min_k(min_max ? mean_k.size() : 0), max_k(min_max ? mean_k.size() : 0);
   std::vector<std::int32_t> cu(B + 1), kv(B), fin(B);
   for (int b = 0; b <= B; ++b) cu[b] = b * C;
   test::DeviceBuffer<std::int32_t> d_cu(cu), d_kv(B), d_fin(B);
@@ -164,6 +197,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
   // No host page-table mirror: plan() would walk every page id on the host per method and chunk
   // (an engine's choice; the validation is not what is measured here).
   cache.summaries.mean_k = mean_k.get();
+  cache.summaries.min_k = min_max ? min_k.get() : nullptr;
+  cache.summaries.max_k = min_max ? max_k.get() : nullptr;
   cache.summaries.num_slots = B;
   cache.summaries.max_blocks = max_blocks;
   const KvChunk kv_chunk = KvChunk::of(batch, k_new.get(), v_new.get());
@@ -172,8 +207,8 @@ const PrefillResult& run_prefill(const Shape& sh) {
   using Compact = Engine<FlashPrefillMask<>, BlockUnion<>, PagedFlashExecutor<>>;
   using Sparse2D = Engine<FlashPrefillMask<>, NoUnion<>, BlockSparseExecutor<>>;
   const Dense dense(c, l);
-  const Compact compact(c, l);
-  const Sparse2D sparse2d(c, l);
+  const Compact compact(c, l, FlashPrefillMask<>(mask_choice().params));
+  const Sparse2D sparse2d(c, l, FlashPrefillMask<>(mask_choice().params));
   std::array<test::DeviceBuffer<std::byte>, kMethods> ws{
       test::DeviceBuffer<std::byte>(dense.workspace_bytes()),
       test::DeviceBuffer<std::byte>(compact.workspace_bytes()),
@@ -280,7 +315,7 @@ const PrefillResult& run_prefill(const Shape& sh) {
       t.dense += d.dense;
       if (csv) {
         std::fprintf(csv.get(), "%s,%d,%d,%d,%s,%.5f,%.5f,%.0f,%.0f,%.5f\n", sh.preset.name, P, C,
-                     i, kMethodNames[m], sel, att, static_cast<double>(d.selected),
+                     i, method_name(m).c_str(), sel, att, static_cast<double>(d.selected),
                      static_cast<double>(d.dense), host_ms[m]);
       }
     }
@@ -350,8 +385,8 @@ const int kRegistered = [] {
   for (int p : {32768, 65536, 131072}) shapes.push_back({kTP1, p, 1024});
   for (const Shape& sh : shapes) {
     for (int m = 0; m < kMethods; ++m) {
-      const std::string name = std::string("BM_ChunkedPrefill/") + kMethodNames[m] + "/" +
-                               sh.preset.name + "/kv:" + std::to_string(sh.prompt) +
+      const std::string name = "BM_ChunkedPrefill/" + method_name(m) + "/" + sh.preset.name +
+                               "/kv:" + std::to_string(sh.prompt) +
                                "/chunk:" + std::to_string(sh.chunk);
       benchmark::RegisterBenchmark(name.c_str(), BM_ChunkedPrefill, sh, m)
           ->UseManualTime()

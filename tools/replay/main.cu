@@ -79,7 +79,7 @@ Mask sources
                      best non-forced block (--row-best-by-bound: ranked by the min/max bound,
                      which a mean dilutes no spike of); --row-guarded: group_mass 0.97 with
                      both (use it with quest); --bound-guarded: the defaults with every row's
-                     best block by the bound (flash_prefill's retrieval guard)
+                     two best blocks by the bound (flash_prefill's retrieval guard)
   quest              the same selection over per-block min/max key bounds
   xattention         antidiagonal scores; --xa-stride, --xa-threshold, --xa-sink
 Evaluation
@@ -824,7 +824,9 @@ std::string mask_description(const Options& o) {
                        o.fp.sink_blocks, ", window ", o.fp.window_blocks, ", last_full ",
                        o.fp.last_full_blocks, ", min_budget ", o.fp.min_budget,
                        o.fp.exclude_forced ? ", forced out of the row scores" : "",
-                       o.fp.keep_row_best ? ", every row's best block kept" : "",
+                       !o.fp.keep_row_best        ? ""
+                       : o.fp.row_best_count == 2 ? ", every row's two best blocks kept"
+                                                  : ", every row's best block kept",
                        o.fp.row_best_by_bound ? " (ranked by the min/max bound)" : "", ")");
   }
   if (o.mask == "sink_local")

@@ -494,6 +494,7 @@ TEST_CASE("row_best_by_bound: a one-token needle a row retrieves survives the me
   CHECK(guarded.row_best_count == 2);
   CHECK(guarded.keep_row_best);
   CHECK(guarded.row_best_by_bound);
+  CHECK(guarded.group_mass == doctest::Approx(0.85));
   // QuestMask ranks by the bound already (block 8 is in its selection either way).
   const std::vector<int> quest = selected_by(true, f, p, hs);
   CHECK(std::find(quest.begin(), quest.end(), 8) != quest.end());

@@ -170,7 +170,7 @@ const PrefillResult& run_prefill(const Shape& sh) {
   const int max_blocks = ceil_div(P, c.block_k);
   test::DeviceBuffer<float> mean_k(static_cast<std::size_t>(B) * max_blocks * row_kv);
   // Quest's min/max keys, only for a mask that ranks rows' blocks by the bound.
-  const bool min_max = mask_choice().params.needs_bound_row_best(false);
+  const bool min_max = FlashPrefillMask<>(mask_choice().params).summary_needs().min_max_k;
   test::DeviceBuffer<float> min_k(min_max ? mean_k.size() : 0), max_k(min_max ? mean_k.size() : 0);
   std::vector<std::int32_t> cu(B + 1), kv(B), fin(B);
   for (int b = 0; b <= B; ++b) cu[b] = b * C;

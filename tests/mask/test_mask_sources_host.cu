@@ -510,6 +510,12 @@ TEST_CASE("row_best_by_bound: a one-token needle a row retrieves survives the me
   three.row_best_count = 3;
   CHECK_THROWS_WITH_AS(QuestMask(three).configure(p.config, p.limits),
                        Contains("QuestMask params.row_best_count"), Error);
+  // What an engine's append path must keep for each: the mean, plus min/max for the bound.
+  CHECK(FlashPrefillMask<>(by_bound).summary_needs().mean_k);
+  CHECK(FlashPrefillMask<>(by_bound).summary_needs().min_max_k);
+  CHECK(!FlashPrefillMask<>(f).summary_needs().min_max_k);
+  CHECK(QuestMask(f).summary_needs().min_max_k);
+  CHECK(!QuestMask(f).summary_needs().mean_k);
   KeySummaries no_bounds = hs.view;
   no_bounds.min_k = nullptr;
   no_bounds.max_k = nullptr;

@@ -383,14 +383,11 @@ struct CacheLayout {
   }
 };
 
-/// Whether `mask` reads the min/max key summaries: QuestMask, or FlashPrefillMask when it ranks
-/// its rows' best blocks by the bound (FlashPrefillParams::row_best_by_bound).
+/// Whether `mask` reads the min/max key summaries (masks without summary_needs() read none).
 template <class Mask>
 bool reads_min_max(const Mask& mask) {
-  if constexpr (std::is_base_of_v<FlashPrefillMask<QuestBoundScore>, Mask>) {
-    return true;
-  } else if constexpr (std::is_base_of_v<FlashPrefillMask<MeanKeyScore>, Mask>) {
-    return mask.params.needs_bound_row_best(false);
+  if constexpr (requires { mask.summary_needs(); }) {
+    return mask.summary_needs().min_max_k;
   } else {
     return false;
   }

@@ -1450,6 +1450,15 @@ struct FlashPrefillMask {
   /// Validates the hyperparameters (compact::Error names `<mask> params.<field>`).
   void configure(const AttentionConfig&, const PlanLimits&) const { params.validate(Score::kName); }
 
+  /// The key summaries this mask reads (the append path must keep them): mean keys for
+  /// MeanKeyScore, min/max keys for QuestBoundScore or for row_best_by_bound.
+  SummaryNeeds summary_needs() const {
+    SummaryNeeds needs;
+    needs.mean_k = !Score::kBound;
+    needs.min_max_k = Score::kBound || params.needs_bound_row_best(Score::kBound);
+    return needs;
+  }
+
   /// Scratch of the device build (quantized summaries, per-block statistics).
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
     return flash_prefill::Scratch::carve(c, l, Score::kBound, nullptr, 0,
@@ -1563,11 +1572,8 @@ struct FlashPrefillMask {
  private:
   void check(const MaskArgs& a, Space space) const {
     params.validate(Score::kName);
-    SummaryNeeds needs;
-    needs.mean_k = !Score::kBound;
-    needs.min_max_k = Score::kBound || params.needs_bound_row_best(Score::kBound);
-    validate_summaries(a.config, a.limits, a.batch.num_seqs, a.cache.summaries, space, needs,
-                       Score::kName);
+    validate_summaries(a.config, a.limits, a.batch.num_seqs, a.cache.summaries, space,
+                       summary_needs(), Score::kName);
     require_not_null(a.mask.bits, "mask.bits");
   }
 };

@@ -750,8 +750,8 @@ __device__ __forceinline__ void insert_later(std::uint32_t (&keys)[kTop], int (&
 /// measured on the H100). kMass = false is the row-best pass of
 /// row_best_by_bound: the bound's logits only rank each row's blocks (into Scratch::row_best);
 /// no block statistics, no selection, no tail hint (the mask's own pass writes those).
-template <class Tr, int kRowBest, bool kMass = true>
-__global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
+template <class Tr, int kRowBest, bool kMass>
+__device__ __forceinline__ void score_cta(const ScoreParams& p) {
   static_assert(kRowBest >= 0 && kRowBest <= 2, "keep_row_best keeps 1 or 2 blocks a row");
   static_assert(kMass || kRowBest > 0, "a pass without the block statistics only ranks rows' best");
   using T = typename Tr::Element;
@@ -1243,6 +1243,24 @@ __global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
   }
 }
 
+/// The mask's scoring pass: block statistics, the rows' selection (score_cta with kMass).
+template <class Tr, int kRowBest>
+__global__ void __launch_bounds__(Tr::kThreads) score_kernel(ScoreParams p) {
+  score_cta<Tr, kRowBest, true>(p);
+}
+
+/// The row-best pass of row_best_by_bound (score_cta without kMass), at most 128 registers so
+/// that two CTAs share an SM: left to itself ptxas gave the top-2 pass 171 registers, one CTA
+/// (8 warps) per SM, and it issued on 40% of the cycles (Nsight Compute, H100, TP2 128K).
+/// (score_kernel keeps the bare bound: naming one CTA per SM let ptxas take more than 128
+/// registers there, naming two made it spill, and QuestMask(row_guarded()) took 0.763 ms instead
+/// of 0.722.)
+template <class Tr, int kRowBest>
+__global__ void __launch_bounds__(Tr::kThreads, 2) row_best_kernel(ScoreParams p) {
+  static_assert(Tr::kThreads <= 256, "two CTAs per SM get at most 128 registers a thread");
+  score_cta<Tr, kRowBest, false>(p);
+}
+
 /// Threads of group_select_kernel.
 inline constexpr int kSelectThreads = 256;
 
@@ -1526,7 +1544,12 @@ struct FlashPrefillMask {
       sp.q_blocks = geo.max_q_blocks;
       const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_kv_heads * sp.head_chunks);
       dispatch<kBoundArrays>(c, sp.heads_per_cta * c.block_q, [&]<class Tr>() {
-        const auto kernel = score_kernel<Tr, kRowBest, kMass>;
+        const auto kernel = [] {
+          if constexpr (kMass)
+            return score_kernel<Tr, kRowBest>;
+          else
+            return row_best_kernel<Tr, kRowBest>;
+        }();
         COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 Tr::kSmemBytes));
         kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);

@@ -189,7 +189,7 @@ void BM_QuantizeSummaries(benchmark::State& state, Preset preset, int kv_len) {
   for (auto _ : state) {
     ms = median_ms([&] {
       flash_prefill::quantize_summaries_kernel<kBound, 128>
-          <<<blocks, 256>>>(c, geo.max_kv_blocks, st.batch(), cache.summaries, scr);
+          <<<blocks, 256>>>(c, geo.max_kv_blocks, st.batch(), cache.summaries, scr, true);
     });
   }
   report_ms(state, ms);

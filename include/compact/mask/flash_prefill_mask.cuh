@@ -578,11 +578,13 @@ void build_host(const MaskArgs& a, const FlashPrefillParams& p) {
 // Device kernels.
 
 /// Quantizes the summaries of every block of every sequence into bf16 integers plus one scale
-/// per (sequence, KV head, block): one warp per (b, kb, kvh) of the limits' layout.
+/// per (sequence, KV head, block): one warp per (b, kb, kvh) of the limits' layout. With
+/// `clear_stats` it also zeroes the block's group mass and row-best bit, which the scoring kernels
+/// accumulate into (once per build: row_best_by_bound's second quantization pass leaves them).
 template <bool kBound, int kD>
 __global__ void __launch_bounds__(256)
     quantize_summaries_kernel(AttentionConfig c, int max_kv_blocks, ChunkBatch batch,
-                              KeySummaries sum, Scratch scr) {
+                              KeySummaries sum, Scratch scr, bool clear_stats) {
   const int lane = threadIdx.x & 31;
   const long long wid = static_cast<long long>(blockIdx.x) * 8 + (threadIdx.x >> 5);
   const int kvh = static_cast<int>(wid % c.num_kv_heads);
@@ -621,8 +623,10 @@ __global__ void __launch_bounds__(256)
   }
   if (lane == 0) {
     scr.kscale[row] = qt.scale;
-    scr.group_mass[row] = 0;  // group_mass: the scoring kernel accumulates row shares here
-    if (kb % 32 == 0) scr.row_best[row / 32] = 0u;  // keep_row_best: the scoring kernel ORs here
+    if (clear_stats) {
+      scr.group_mass[row] = 0;  // group_mass: the scoring kernel accumulates row shares here
+      if (kb % 32 == 0) scr.row_best[row / 32] = 0u;  // keep_row_best: the scoring kernels OR here
+    }
   }
 }
 
@@ -1513,23 +1517,23 @@ struct FlashPrefillMask {
     const Scratch scr =
         Scratch::carve(c, a.limits, Score::kBound, a.scratch.data, a.scratch.bytes, bound_best);
     // Quantized summaries: the score's, and for row_best_by_bound the bound's. Both passes run
-    // before either scoring kernel (each zeroes the group masses and the row-best bitmap).
-    const auto quantize = [&]<bool kBoundArrays>(const Scratch& into) {
+    // before either scoring kernel; the first zeroes the group masses and the row-best bitmap.
+    const auto quantize = [&]<bool kBoundArrays>(const Scratch& into, bool clear_stats) {
       const long long warps =
           static_cast<long long>(a.limits.max_batch) * geo.max_kv_blocks * c.num_kv_heads;
       const int blocks = static_cast<int>(ceil_div(warps, 8LL));
       if (c.head_dim == 128) {
-        quantize_summaries_kernel<kBoundArrays, 128>
-            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, into);
+        quantize_summaries_kernel<kBoundArrays, 128><<<blocks, 256, 0, stream>>>(
+            c, geo.max_kv_blocks, a.batch, a.cache.summaries, into, clear_stats);
       } else {
-        quantize_summaries_kernel<kBoundArrays, 64>
-            <<<blocks, 256, 0, stream>>>(c, geo.max_kv_blocks, a.batch, a.cache.summaries, into);
+        quantize_summaries_kernel<kBoundArrays, 64><<<blocks, 256, 0, stream>>>(
+            c, geo.max_kv_blocks, a.batch, a.cache.summaries, into, clear_stats);
       }
       COMPACT_CHECK_LAUNCH("quantize_summaries_kernel");
     };
-    quantize.template operator()<Score::kBound>(scr);
+    quantize.template operator()<Score::kBound>(scr, true);
     if constexpr (!Score::kBound) {
-      if (bound_best) quantize.template operator()<true>(scr.bound_best_view());
+      if (bound_best) quantize.template operator()<true>(scr.bound_best_view(), false);
     }
     // One scoring launch: packed heads per CTA and grid of the summaries' kind (kBoundArrays).
     const auto score = [&]<bool kBoundArrays, int kRowBest, bool kMass>(const Scratch& with) {

@@ -578,6 +578,91 @@ TEST_CASE("XAttentionMask host: cumulative mass threshold, forced blocks, minima
   }
 }
 
+TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized estimate") {
+  // A[qb][kb] against the same antidiagonal softmax in double from the unquantized Q and K. Both
+  // are sums over the query block's groups of each group's softmax mass on kb (2^32 a group).
+  // Tolerance: 1% of a group's mass per (qb, kb), averaged over the block's groups (per-token
+  // quantization to 255 levels gives 0.02-0.05% here); NaN fails.
+  std::uint64_t salt = 9850;
+  for (const int stride : {8, 16}) {
+    auto rng = test::rng_for(++salt);
+    AttentionConfig c;
+    c.num_q_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 128;
+    c.block_q = 64;
+    c.block_k = 64;
+    c.page_size = 16;
+    test::ProblemSpec spec;
+    spec.num_seqs = 2;
+    spec.max_chunk = 160;
+    spec.max_kv = 1200;
+    spec.k_scale = 1.0f;
+    test::HostProblem p = test::make_problem(c, spec, rng);
+    test::plant_hot_blocks(p, rng, 3.0f);
+    XAttentionParams xp;
+    xp.stride = stride;
+    const PagedKV cache = p.cache();
+    const ChunkBatch batch = p.batch();
+    const MaskArgs args{c, p.limits, batch, cache, BlockMask{}, {}};
+    const double cx = static_cast<double>(c.scale()) * 1.4426950408889634 / stride;
+    double worst = 0.0;
+    for (int b = 0; b < batch.num_seqs; ++b) {
+      const SeqInfo s = seq_info(batch, b);
+      for (int h = 0; h < c.num_q_heads; ++h) {
+        const auto scores = xattention::block_scores(args, xp, b, h);
+        auto q_at = [&](int r, int d) {
+          return static_cast<double>(load_float(
+              batch.q, c.dtype,
+              static_cast<std::size_t>((s.q_begin + r) * c.num_q_heads + h) * c.head_dim + d));
+        };
+        auto k_at = [&](int pos, int d) {
+          return static_cast<double>(
+              load_float(cache.k_pages, c.dtype,
+                         static_cast<std::size_t>(cache.offset(b, pos, h / c.gqa_group()) + d)));
+        };
+        for (int qb = 0; qb < static_cast<int>(scores.size()); ++qb) {
+          const QueryBlockSpan span = query_block_span(s, qb, c.block_q, c.block_k);
+          const int gpb = c.block_k / stride, n_cand = span.last_kb + 1;
+          std::vector<double> ref(n_cand, 0.0);
+          const int i0 = qb * c.block_q / stride;
+          const int i1 = std::min((qb + 1) * c.block_q / stride, ceil_div(s.q_len, stride));
+          for (int i = i0; i < i1; ++i) {
+            std::vector<double> x(static_cast<std::size_t>(n_cand) * gpb, -INFINITY);
+            double m = -INFINITY;
+            for (int j = 0; j < n_cand * gpb; ++j) {
+              if (!xattention::group_visible(s, i, j, stride)) continue;
+              double y = 0.0;
+              for (int t = 0; t < stride; ++t) {
+                const int r = i * stride + stride - 1 - t, pos = j * stride + t;
+                if (r >= s.q_len || pos >= s.kv_len) continue;
+                for (int d = 0; d < c.head_dim; ++d) y += q_at(r, d) * k_at(pos, d);
+              }
+              x[j] = y * cx;
+              m = std::max(m, x[j]);
+            }
+            double z = 0.0;
+            for (double& v : x) z += v == -INFINITY ? 0.0 : std::exp2(v - m);
+            for (int j = 0; j < n_cand * gpb; ++j)
+              if (x[j] != -INFINITY) ref[j / gpb] += std::exp2(x[j] - m) / z;
+          }
+          const double groups = i1 - i0;
+          for (int kb = 0; kb < n_cand; ++kb) {
+            const double got = static_cast<double>(scores[qb][kb]) / 4294967296.0;
+            const double err = std::abs(got - ref[kb]) / groups;
+            REQUIRE(!std::isnan(err));
+            worst = std::max(worst, err);
+          }
+        }
+      }
+    }
+    CAPTURE(stride);
+    MESSAGE("XAttention stride " << stride << ": worst block-score error " << worst
+                                 << " of a group's mass");
+    CHECK(worst <= 0.01);
+  }
+}
+
 TEST_CASE("ExternalMask host: the source plus the chunk's blocks, never the future") {
   auto rng = test::rng_for(9901);
   const test::HostProblem p = random_problem(9902, 4, 2, 32, 16, 3);

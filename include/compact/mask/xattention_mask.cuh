@@ -316,14 +316,17 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 }
 
 /// Compile-time geometry of the scoring kernel: a kM-row x 128-group tile, kWarps warps stacked
-/// along the rows (32 rows x 128 groups each, 128 fp32 logit accumulators per thread).
-template <class T, int kD_, int kWarps_>
+/// along the rows (16 * kRowAtoms rows x 128 groups each, 64 * kRowAtoms fp32 logit
+/// accumulators per thread).
+template <class T, int kD_, int kWarps_, int kRowAtoms_>
 struct ScoreTraits {
   using Element = T;                                      ///< Query element type (bf16 or fp16).
   static constexpr int kD = kD_;                          ///< Head dim.
   static constexpr int kWarps = kWarps_;                  ///< Warps per CTA.
+  static constexpr int kRowAtoms = kRowAtoms_;            ///< m16 row atoms per warp.
+  static constexpr int kWarpRows = 16 * kRowAtoms;        ///< Reshaped rows per warp.
   static constexpr int kThreads = kWarps * 32;            ///< Threads per CTA.
-  static constexpr int kM = kWarps * 32;                  ///< Reshaped rows per tile.
+  static constexpr int kM = kWarps * kWarpRows;           ///< Reshaped rows per tile.
   static constexpr int kN = kTileGroups;                  ///< Key groups per tile.
   static constexpr int kNAtoms = kN / 8;                  ///< n8 column chunks of a tile.
   static constexpr int kChunks = kD / 8;                  ///< 16-byte chunks per row.
@@ -364,7 +367,7 @@ struct ScoreParams {
 /// block's groups.
 ///
 /// Per segment t (double-buffered cp.async of the query slice from the quantized scratch and the
-/// key slice straight from the pages, keys quantized in shared memory) each warp keeps its 32
+/// key slice straight from the pages, keys quantized in shared memory) each warp keeps its
 /// rows' query fragments for the whole of D in registers and walks the 128 groups 16 at a time:
 /// 8 k-steps of exact integer MMAs into a small accumulator, then y += (I * a) * b. The host adds
 /// +0 to I first; a zero term's sign never changes y (y starts at +0 and is never -0).
@@ -464,9 +467,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     arch::cp_async_commit();
   };
 
-  float y[2][Tr::kNAtoms][4];
+  float y[Tr::kRowAtoms][Tr::kNAtoms][4];
 #pragma unroll
-  for (int a = 0; a < 2; ++a)
+  for (int a = 0; a < Tr::kRowAtoms; ++a)
 #pragma unroll
     for (int n = 0; n < Tr::kNAtoms; ++n)
 #pragma unroll
@@ -499,29 +502,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     }
     __syncthreads();
 
-    // This warp's 32 query rows over the whole of D (A fragments) and their scales a_t.
-    std::uint32_t afr[2][Tr::kKSteps][4];
+    // This warp's query rows over the whole of D (A fragments) and their scales a_t.
+    std::uint32_t afr[Tr::kRowAtoms][Tr::kKSteps][4];
 #pragma unroll
-    for (int a = 0; a < 2; ++a) {
+    for (int a = 0; a < Tr::kRowAtoms; ++a) {
 #pragma unroll
       for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-        const int row = warp * 32 + a * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+        const int row = warp * Tr::kWarpRows + a * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
         arch::ldmatrix_x4(afr[a][ks], sA + Tr::swizzle(row, 2 * ks + (lane >> 4)) * 8);
       }
     }
-    float as[2][2];
+    float as[Tr::kRowAtoms][2];
 #pragma unroll
-    for (int a = 0; a < 2; ++a)
+    for (int a = 0; a < Tr::kRowAtoms; ++a)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh)
-        as[a][hh] = sAScale[stage * Tr::kM + warp * 32 + a * 16 + r8 + 8 * hh];
+        as[a][hh] = sAScale[stage * Tr::kM + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh];
     const float* bscale = sBScale + stage * Tr::kN;
 
 #pragma unroll
     for (int np = 0; np < Tr::kNAtoms / 2; ++np) {
-      float acc[2][2][4];
+      float acc[Tr::kRowAtoms][2][4];
 #pragma unroll
-      for (int a = 0; a < 2; ++a)
+      for (int a = 0; a < Tr::kRowAtoms; ++a)
 #pragma unroll
         for (int nn = 0; nn < 2; ++nn)
 #pragma unroll
@@ -533,7 +536,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
         arch::ldmatrix_x4(r4, sB + Tr::swizzle(key, 2 * ks + ((lane >> 3) & 1)) * 8);
         const std::uint32_t b0[2] = {r4[0], r4[1]}, b1[2] = {r4[2], r4[3]};
 #pragma unroll
-        for (int a = 0; a < 2; ++a) {
+        for (int a = 0; a < Tr::kRowAtoms; ++a) {
           arch::mma_16816<bf16>(acc[a][0], afr[a][ks], b0);
           arch::mma_16816<bf16>(acc[a][1], afr[a][ks], b1);
         }
@@ -543,7 +546,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       for (int nn = 0; nn < 2; ++nn) {
         const float2 bs = *reinterpret_cast<const float2*>(bscale + np * 16 + nn * 8 + 2 * q4);
 #pragma unroll
-        for (int a = 0; a < 2; ++a) {
+        for (int a = 0; a < Tr::kRowAtoms; ++a) {
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
@@ -566,10 +569,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   const bool all_visible =
       (j0 + Tr::kN - 1) * S <= s.pos() + min_of(S - 1, s.q_len - 1);  // row i = 0 sees them all
 #pragma unroll
-  for (int a = 0; a < 2; ++a) {
+  for (int a = 0; a < Tr::kRowAtoms; ++a) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const int m = m0 + warp * 32 + a * 16 + r8 + 8 * hh;
+      const int m = m0 + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh;
       const int g = m / Rmax, i = m % Rmax;
       const bool row_ok = g < G && i < R;
       const int last_pos = group_last_pos(s, i, S);
@@ -899,11 +902,14 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
       COMPACT_CHECK_LAUNCH("xattention::score_kernel");
     };
-    // 256 rows per CTA where shared memory allows (Hopper), else 128.
-    if (ScoreTraits<T, kD, 8>::kSmemBytes <= smem_optin) {
-      launch.template operator()<ScoreTraits<T, kD, 8>>();
+    // 256 rows per CTA where shared memory allows (Hopper): 16 warps of one m16 atom each (128
+    // registers, 16 warps per SM to hide the latency of the segment loop; 8 warps of two atoms,
+    // 255 registers, took 1.43x as long on an H100). Else 128 rows in 4 warps of two atoms (not
+    // measured: no smaller-memory GPU here).
+    if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
+      launch.template operator()<ScoreTraits<T, kD, 16, 1>>();
     } else {
-      launch.template operator()<ScoreTraits<T, kD, 4>>();
+      launch.template operator()<ScoreTraits<T, kD, 4, 2>>();
     }
   };
   if (c.dtype == DType::bf16) {
@@ -965,12 +971,12 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// It inherently reads K: every key of every sequence is read from the pages (the estimate
 /// costs about 1/S of the Q K^T work of dense attention; it does not use KeySummaries).
 ///
-/// Device build: per-token query quantization; a scoring kernel over (b, KV head, 128 reshaped
-/// rows of the GQA group's heads, 64 key groups) tiles — each key slice gathered from the pages
-/// with cp.async, quantized in shared memory and shared by every head of the group, one
-/// mma.sync pass per segment t — writing (mu, sigma) per (row, block) to the scratch; a
-/// selection kernel per mask row (fixed-point normalization, bitonic sort in shared memory,
-/// prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
+/// Device build: per-token query quantization; a scoring kernel over (b, KV head, 256 reshaped
+/// rows of the GQA group's heads (128 where shared memory is short), 128 key groups) tiles —
+/// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
+/// by every head of the group, one mma.sync pass per segment t — writing (mu, sigma) per (row,
+/// block) to the scratch; a selection kernel per mask row (fixed-point normalization, bitonic
+/// sort in shared memory, prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().
 

@@ -642,7 +642,7 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
               m = std::max(m, x[j]);
             }
             double z = 0.0;
-            for (double& v : x) z += v == -INFINITY ? 0.0 : std::exp2(v - m);
+            for (const double v : x) z += v == -INFINITY ? 0.0 : std::exp2(v - m);
             for (int j = 0; j < n_cand * gpb; ++j)
               if (x[j] != -INFINITY) ref[j / gpb] += std::exp2(x[j] - m) / z;
           }

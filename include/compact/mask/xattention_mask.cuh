@@ -904,7 +904,7 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
     };
     // 256 rows per CTA where shared memory allows (Hopper): 16 warps of one m16 atom each (128
     // registers, 16 warps per SM to hide the latency of the segment loop; 8 warps of two atoms,
-    // 255 registers, took 1.43x as long on an H100). Else 128 rows in 4 warps of two atoms (not
+    // 255 registers, took 1.46x as long on an H100). Else 128 rows in 4 warps of two atoms (not
     // measured: no smaller-memory GPU here).
     if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
       launch.template operator()<ScoreTraits<T, kD, 16, 1>>();

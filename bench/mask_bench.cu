@@ -264,6 +264,12 @@ const int kRegistered = [] {
   XAttentionParams s16;
   s16.stride = 16;
   add("xattention:stride16", kTP2, 131072, XAttentionMask(s16));
+  // The portable mma.sync scorer, for the A/B against the wgmma one on Hopper.
+  for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {
+    XAttentionMask m(xp);
+    m.force_arch = 80;
+    add(xp.stride == 16 ? "xattention:stride16:mma_sync" : "xattention:mma_sync", kTP2, 131072, m);
+  }
   // Launch by launch (each timed after a full build on the same buffers).
   for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {
     const std::string tag = xp.stride == 16 ? ":stride16" : "";

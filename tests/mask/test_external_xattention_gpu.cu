@@ -6,6 +6,7 @@
 
 #include "../support/device_problem.cuh"
 #include "../support/seed.hpp"
+#include "compact/arch/sm90a_probe.cuh"
 #include "compact/mask/external_mask.cuh"
 #include "compact/mask/xattention_mask.cuh"
 #include "mask_test_util.hpp"
@@ -119,25 +120,36 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
     XAttentionParams xp;
     xp.stride = k.stride;
     xp.threshold = k.threshold;
-    const XAttentionMask m(xp);
+    XAttentionMask m(xp);
     m.configure(c, p.limits);
     const BlockMask shape = BlockMask::shape_for(c, p.limits);
     std::vector<std::uint32_t> host_bits(shape.num_words(), 0xdeadbeefu);
-    test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
-    dev_bits.fill_bytes(0xab);
-    test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
-    scratch.fill_bytes(0xff);
-    BlockMask hm = shape, dm = shape;
+    BlockMask hm = shape;
     hm.bits = host_bits.data();
-    dm.bits = dev_bits.get();
     m.build_host(MaskArgs{c, p.limits, p.batch(), p.cache(), hm, {}});
-    m.build_device(
-        MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
-        nullptr);
-    COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
-    CAPTURE(k.hq);
-    CAPTURE(k.stride);
-    CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+    // Both scoring kernels: mma.sync (any GPU) and, where this binary and GPU have it, wgmma.
+    for (const int arch : {80, 90}) {
+      if (arch == 90 && !arch::sm90a_available()) {
+        MESSAGE("XAttentionMask's wgmma scorer not tested: no sm_90a code for this GPU");
+        continue;
+      }
+      m.force_arch = arch;
+      m.configure(c, p.limits);
+      test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
+      dev_bits.fill_bytes(0xab);
+      test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
+      scratch.fill_bytes(0xff);
+      BlockMask dm = shape;
+      dm.bits = dev_bits.get();
+      m.build_device(
+          MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
+          nullptr);
+      COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+      CAPTURE(k.hq);
+      CAPTURE(k.stride);
+      CAPTURE(arch);
+      CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+    }
     const test::MaskCensus cs = test::census(p, hm);
     CHECK(cs.violations == 0);
     selected += cs.selected;

@@ -18,6 +18,9 @@
 #include "compact/arch/cp_async.cuh"
 #include "compact/arch/ldmatrix.cuh"
 #include "compact/arch/mma.cuh"
+#include "compact/arch/sm90a_probe.cuh"
+#include "compact/arch/smem.cuh"
+#include "compact/arch/wgmma.cuh"
 #include "compact/arch/widen.cuh"
 #include "compact/concepts/mask_source.hpp"
 #include "compact/core/cuda_check.hpp"
@@ -321,6 +324,7 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 template <class T, int kD_, int kWarps_, int kRowAtoms_>
 struct ScoreTraits {
   using Element = T;                                      ///< Query element type (bf16 or fp16).
+  static constexpr bool kWgmma = false;                   ///< mma.sync from register fragments.
   static constexpr int kD = kD_;                          ///< Head dim.
   static constexpr int kWarps = kWarps_;                  ///< Warps per CTA.
   static constexpr int kRowAtoms = kRowAtoms_;            ///< m16 row atoms per warp.
@@ -340,12 +344,40 @@ struct ScoreTraits {
   static constexpr int kOffQRow = kOffKBase + kN * 8;         ///< [kM] i32: token row at t = 0
   static constexpr int kOffQMin = kOffQRow + kM * 4;          ///< [kM] i32: first valid segment
   static constexpr int kSmemBytes = kOffQMin + kM * 4;        ///< Dynamic shared memory per CTA.
+  static constexpr int kBaseAlign = 16;      ///< Alignment of the stage buffers (cp.async's 16 B).
+  static constexpr int kKeyLanes = kChunks;  ///< Lanes that quantize one key (a chunk each).
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
   static_assert(kN == 128, "the block reduction assumes 16 n8 atoms per warp");
-  /// 16-byte chunk index of (row, chunk) in a row-major tile: chunk ^ (row % 8) keeps the eight
-  /// rows an ldmatrix reads in distinct banks.
+  /// 16-byte chunk index of (row, chunk) in a row-major tile of any row count: chunk ^ (row % 8)
+  /// keeps the eight rows an ldmatrix reads in distinct banks.
+  template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return row * kChunks + (chunk ^ (row & 7));
+  }
+};
+
+/// Geometry of the sm90a scoring kernel: the same 256-row x 128-group tile and arithmetic as
+/// ScoreTraits<T, D, 16, 1>, but each warpgroup's 64 rows multiply with wgmma straight from
+/// shared memory (no A fragments or B ldmatrix in registers, one instruction per k16 step
+/// instead of 16 mma.sync + 8 ldmatrix a warp), the tiles in the 128-byte-swizzle column-block
+/// layout its descriptors address (the paged-flash kernel's), and four lanes per key quantizing
+/// a quarter of it each (the two correctly rounded divisions of a key's scale run on 4 lanes,
+/// not 16).
+template <class T, int kD_>
+struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1> {
+  using Base = ScoreTraits<T, kD_, 16, 1>;
+  static constexpr bool kWgmma = true;     ///< wgmma from shared memory.
+  static constexpr int kBaseAlign = 1024;  ///< A swizzle atom (wgmma descriptors).
+  static constexpr int kKeyLanes = 4;      ///< Lanes that quantize one key.
+  static constexpr int kSmemBytes = Base::kSmemBytes + kBaseAlign;  ///< With alignment slack.
+  static_assert(Base::kAElems * 2 % 1024 == 0 && Base::kBElems * 2 % 1024 == 0,
+                "stage buffers must stay on swizzle atoms");
+  static_assert(Base::kChunks % kKeyLanes == 0, "each lane quantizes whole chunks");
+  /// 16-byte chunk index of (row, chunk) in a tile of kRows rows: D / 64 column blocks of
+  /// [kRows][64] elements, 128-byte rows, chunk ^ (row % 8) within each (as KernelTraits).
+  template <int kRows>
+  static __device__ __forceinline__ int swizzle(int row, int chunk) {
+    return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
   }
 };
 
@@ -375,7 +407,12 @@ template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   using T = typename Tr::Element;
   using bf16 = __nv_bfloat16;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw;
+  if constexpr (Tr::kBaseAlign > 128) {
+    const unsigned misalign = arch::smem_addr(smem_raw) % Tr::kBaseAlign;
+    smem += misalign == 0 ? 0 : Tr::kBaseAlign - misalign;
+  }
   bf16* sStage = reinterpret_cast<bf16*>(smem);  // [2][A: kM x D | B: kN x D]
   float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
   float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
@@ -417,6 +454,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   const bool group_in_page = p.cache.page_size >= S;
   const int hq = c.num_q_heads;
   const std::int64_t key_step = std::int64_t{c.num_kv_heads} * Tr::kD;  // one token
+  constexpr int kPer = Tr::kChunks / Tr::kKeyLanes;  // chunks of a key per quantizing lane
+  static_assert(Tr::kN * Tr::kKeyLanes % Tr::kThreads == 0, "whole warps in the shuffles");
   for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
     const int m = m0 + r, g = m / Rmax, i = m % Rmax;
     const bool ok = g < G && i < R;
@@ -444,7 +483,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       const int r = k / Tr::kChunks, ch = k % Tr::kChunks;
       const bool ok = t >= sQMin[r];
       const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
-      arch::cp_async_16(sA + Tr::swizzle(r, ch) * 8,
+      arch::cp_async_16(sA + Tr::template swizzle<Tr::kM>(r, ch) * 8,
                         ok ? p.scr.qq + row * Tr::kD + ch * 8 : p.scr.qq, ok);
     }
     for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
@@ -453,18 +492,54 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
                  ok ? p.scr.qscale + (sQRow[r] - t * hq) : p.scr.qscale, ok);
     }
     // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
-    for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
-      const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
+    // Each thread copies the kPer chunks it quantizes (quantize_keys()), so that after its own
+    // cp.async wait it may quantize them without a barrier.
+    for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
+      const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
       const int pos = (j0 + jj) * S + t;
       const bool ok = pos < s.kv_len;
       const T* src = pool;  // the page table is read only for keys that exist
-      if (ok) {
-        src = pool + ch * 8 +
-              (group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh));
+      if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int ch = part * kPer + c;
+        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
+                          ok);
       }
-      arch::cp_async_16(sB + Tr::swizzle(jj, ch) * 8, src, ok);
     }
     arch::cp_async_commit();
+  };
+
+  // Quantizes the key slice of `stage` in place: key jj by kKeyLanes lanes of kPer chunks each
+  // (the chunks each thread copied), the chunks read once for the absmax and again to quantize.
+  auto quantize_keys = [&](int stage) {
+    bf16* sB = sStage + stage * Tr::kStageElems + Tr::kAElems;
+    for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
+      const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
+      float amax = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        float x[8];
+        arch::widen8<T>(*reinterpret_cast<const uint4*>(
+                            sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8),
+                        x);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+      }
+#pragma unroll
+      for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        uint4* at =
+            reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+        float x[8];
+        arch::widen8<T>(*at, x);
+        *at = exact::quantize8_bf16(x, qt.inv);
+      }
+      if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
+    }
   };
 
   float y[Tr::kRowAtoms][Tr::kNAtoms][4];
@@ -475,85 +550,131 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) y[a][n][e] = 0.0f;
 
-  issue(0, 0);
-#pragma unroll 1
-  for (int t = 0; t < S; ++t) {
-    const int stage = t & 1;
-    const bf16* sA = sStage + stage * Tr::kStageElems;
-    bf16* sB = sStage + stage * Tr::kStageElems + Tr::kAElems;
+  if constexpr (Tr::kWgmma) {
+    // Slice t's keys are quantized during iteration t - 1, while that iteration's first wgmma
+    // runs (each thread quantizes the chunks it copied, after its own wait), so one barrier per
+    // segment publishes slice t and frees slice t - 1's buffers.
+    issue(0, 0);
     arch::cp_async_wait<0>();
-    __syncthreads();  // slice t landed; every warp is done with slice t-1
-    if (t + 1 < S) issue(t + 1, stage ^ 1);
-    // Quantize the key slice in place, one key per kChunks lanes.
-    for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
-      const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
-      uint4* at = reinterpret_cast<uint4*>(sB + Tr::swizzle(jj, ch) * 8);
-      float x[8];
-      arch::widen8<T>(*at, x);
-      float amax = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
-#pragma unroll
-      for (int o = Tr::kChunks / 2; o > 0; o >>= 1)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-      *at = exact::quantize8_bf16(x, qt.inv);
-      if (ch == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
-    }
+    quantize_keys(0);
+    if (S > 1) issue(1, 1);
+    arch::fence_proxy_async_smem();  // generic writes (cp.async, quantization) -> wgmma reads
     __syncthreads();
-
-    // This warp's query rows over the whole of D (A fragments) and their scales a_t.
-    std::uint32_t afr[Tr::kRowAtoms][Tr::kKSteps][4];
+    const int wg = warp / 4;
+#pragma unroll 1
+    for (int t = 0; t < S; ++t) {
+      const int stage = t & 1;
+      const bf16* sA = sStage + stage * Tr::kStageElems;
+      const bf16* sB = sA + Tr::kAElems;
+      const float as0 = sAScale[stage * Tr::kM + warp * 16 + r8];
+      const float as1 = sAScale[stage * Tr::kM + warp * 16 + r8 + 8];
+      const float* bscale = sBScale + stage * Tr::kN;
+      // Warpgroup wg multiplies its 64 rows by the 128 groups in two n64 halves (32 accumulators
+      // live next to the 64 of y), then adds y += (I_t * a_t) * b_t as the portable path does.
 #pragma unroll
-    for (int a = 0; a < Tr::kRowAtoms; ++a) {
+      for (int half = 0; half < Tr::kN / 64; ++half) {
+        float acc[32];
+        arch::wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-        const int row = warp * Tr::kWarpRows + a * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-        arch::ldmatrix_x4(afr[a][ks], sA + Tr::swizzle(row, 2 * ks + (lane >> 4)) * 8);
-      }
-    }
-    float as[Tr::kRowAtoms][2];
-#pragma unroll
-    for (int a = 0; a < Tr::kRowAtoms; ++a)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh)
-        as[a][hh] = sAScale[stage * Tr::kM + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh];
-    const float* bscale = sBScale + stage * Tr::kN;
-
-#pragma unroll
-    for (int np = 0; np < Tr::kNAtoms / 2; ++np) {
-      float acc[Tr::kRowAtoms][2][4];
-#pragma unroll
-      for (int a = 0; a < Tr::kRowAtoms; ++a)
-#pragma unroll
-        for (int nn = 0; nn < 2; ++nn)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[a][nn][e] = 0.0f;
-#pragma unroll
-      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-        std::uint32_t r4[4];
-        const int key = np * 16 + (lane & 7) + 8 * (lane >> 4);
-        arch::ldmatrix_x4(r4, sB + Tr::swizzle(key, 2 * ks + ((lane >> 3) & 1)) * 8);
-        const std::uint32_t b0[2] = {r4[0], r4[1]}, b1[2] = {r4[2], r4[3]};
-#pragma unroll
-        for (int a = 0; a < Tr::kRowAtoms; ++a) {
-          arch::mma_16816<bf16>(acc[a][0], afr[a][ks], b0);
-          arch::mma_16816<bf16>(acc[a][1], afr[a][ks], b1);
+        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+          // K-major operands: column block ks / 4, 32 bytes per k16 step in the 128-byte row.
+          const bf16* pa = sA + (ks / 4) * Tr::kM * 64 + wg * 64 * 64 + (ks % 4) * 16;
+          const bf16* pb = sB + (ks / 4) * Tr::kN * 64 + half * 64 * 64 + (ks % 4) * 16;
+          arch::Wgmma<bf16, 64>::ss(acc, arch::smem_desc_sw128(pa, 16, 1024),
+                                    arch::smem_desc_sw128(pb, 16, 1024), ks > 0);
         }
-      }
-      // y += (I_t * a_t) * b_t in segment order.
+        arch::wgmma_commit();
+        if (half == 0 && t + 1 < S) {
+          arch::cp_async_wait<0>();  // this thread's part of slice t + 1 landed
+          quantize_keys(stage ^ 1);
+        }
+        arch::wgmma_wait<0>();
 #pragma unroll
-      for (int nn = 0; nn < 2; ++nn) {
-        const float2 bs = *reinterpret_cast<const float2*>(bscale + np * 16 + nn * 8 + 2 * q4);
-#pragma unroll
-        for (int a = 0; a < Tr::kRowAtoms; ++a) {
+        for (int c = 0; c < 8; ++c) {
+          const int n = half * 8 + c;
+          const float2 bs = *reinterpret_cast<const float2*>(bscale + n * 8 + 2 * q4);
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              float& yv = y[a][2 * np + nn][2 * hh + e];
-              yv = exact::add(
-                  yv, exact::mul(exact::mul(acc[a][nn][2 * hh + e], as[a][hh]), e ? bs.y : bs.x));
+              float& yv = y[0][n][2 * hh + e];
+              yv = exact::add(yv, exact::mul(exact::mul(acc[4 * c + 2 * hh + e], hh ? as1 : as0),
+                                             e ? bs.y : bs.x));
+            }
+          }
+        }
+      }
+      arch::fence_proxy_async_smem();
+      __syncthreads();  // slice t + 1 published; every warpgroup is done with slice t
+      if (t + 2 < S) issue(t + 2, stage);
+    }
+  } else {
+    issue(0, 0);
+#pragma unroll 1
+    for (int t = 0; t < S; ++t) {
+      const int stage = t & 1;
+      const bf16* sA = sStage + stage * Tr::kStageElems;
+      const bf16* sB = sA + Tr::kAElems;
+      arch::cp_async_wait<0>();
+      __syncthreads();  // slice t landed; every warp is done with slice t-1
+      if (t + 1 < S) issue(t + 1, stage ^ 1);
+      quantize_keys(stage);
+      __syncthreads();
+      // This warp's query rows over the whole of D (A fragments) and their scales a_t.
+      std::uint32_t afr[Tr::kRowAtoms][Tr::kKSteps][4];
+#pragma unroll
+      for (int a = 0; a < Tr::kRowAtoms; ++a) {
+#pragma unroll
+        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+          const int row = warp * Tr::kWarpRows + a * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+          arch::ldmatrix_x4(afr[a][ks],
+                            sA + Tr::template swizzle<Tr::kM>(row, 2 * ks + (lane >> 4)) * 8);
+        }
+      }
+      float as[Tr::kRowAtoms][2];
+#pragma unroll
+      for (int a = 0; a < Tr::kRowAtoms; ++a)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+          as[a][hh] = sAScale[stage * Tr::kM + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh];
+      const float* bscale = sBScale + stage * Tr::kN;
+
+#pragma unroll
+      for (int np = 0; np < Tr::kNAtoms / 2; ++np) {
+        float acc[Tr::kRowAtoms][2][4];
+#pragma unroll
+        for (int a = 0; a < Tr::kRowAtoms; ++a)
+#pragma unroll
+          for (int nn = 0; nn < 2; ++nn)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[a][nn][e] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+          std::uint32_t r4[4];
+          const int key = np * 16 + (lane & 7) + 8 * (lane >> 4);
+          arch::ldmatrix_x4(r4,
+                            sB + Tr::template swizzle<Tr::kN>(key, 2 * ks + ((lane >> 3) & 1)) * 8);
+          const std::uint32_t b0[2] = {r4[0], r4[1]}, b1[2] = {r4[2], r4[3]};
+#pragma unroll
+          for (int a = 0; a < Tr::kRowAtoms; ++a) {
+            arch::mma_16816<bf16>(acc[a][0], afr[a][ks], b0);
+            arch::mma_16816<bf16>(acc[a][1], afr[a][ks], b1);
+          }
+        }
+        // y += (I_t * a_t) * b_t in segment order.
+#pragma unroll
+        for (int nn = 0; nn < 2; ++nn) {
+          const float2 bs = *reinterpret_cast<const float2*>(bscale + np * 16 + nn * 8 + 2 * q4);
+#pragma unroll
+          for (int a = 0; a < Tr::kRowAtoms; ++a) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                float& yv = y[a][2 * np + nn][2 * hh + e];
+                yv = exact::add(
+                    yv, exact::mul(exact::mul(acc[a][nn][2 * hh + e], as[a][hh]), e ? bs.y : bs.x));
+              }
             }
           }
         }
@@ -854,13 +975,25 @@ inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4,
 /// @var kAllPhases
 /// Every launch: quantization, scoring and selection.
 
-/// Device build of XAttentionMask (arguments validated here): the phases selected in `phases`.
-/// Later phases read what earlier ones left in the scratch, so a partial call is only meaningful
-/// after a full one on the same arguments.
+/// Throws compact::Error unless `force_arch` is 0 (the fastest scoring kernel available), 80
+/// (mma.sync, any sm80+ GPU) or 90 (wgmma; needs compute capability 9.x and sm_90a code).
+inline void validate_force_arch(int force_arch) {
+  require(force_arch == 0 || force_arch == 80 || force_arch == 90, "XAttentionMask::force_arch",
+          force_arch, "0 (fastest available), 80 (mma.sync) or 90 (wgmma)");
+  require(force_arch != 90 || arch::sm90a_available(), "XAttentionMask::force_arch", force_arch,
+          "80 or 0 on this GPU/binary (the wgmma scorer needs compute capability 9.x and sm_90a "
+          "code)");
+}
+
+/// Device build of XAttentionMask (arguments validated here): the phases selected in `phases`,
+/// the scoring kernel chosen by `force_arch` (validate_force_arch()). Later phases read what
+/// earlier ones left in the scratch, so a partial call is only meaningful after a full one on the
+/// same arguments. Both scoring kernels give the same bits.
 inline void build_device(const MaskArgs& a, const XAttentionParams& params, cudaStream_t stream,
-                         unsigned phases) {
+                         unsigned phases, int force_arch = 0) {
   const AttentionConfig& c = a.config;
   params.validate(c);
+  validate_force_arch(force_arch);
   require_not_null(a.mask.bits, "mask.bits");
   require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
           "64 or 128 for XAttentionMask's device build");
@@ -902,11 +1035,14 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
       COMPACT_CHECK_LAUNCH("xattention::score_kernel");
     };
-    // 256 rows per CTA where shared memory allows (Hopper): 16 warps of one m16 atom each (128
-    // registers, 16 warps per SM to hide the latency of the segment loop; 8 warps of two atoms,
-    // 255 registers, took 1.46x as long on an H100). Else 128 rows in 4 warps of two atoms (not
-    // measured: no smaller-memory GPU here).
-    if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
+    // Hopper with sm_90a code: the wgmma kernel. Else 256 rows per CTA where shared memory
+    // allows: 16 warps of one m16 atom each (128 registers, 16 warps per SM to hide the latency
+    // of the segment loop; 8 warps of two atoms, 255 registers, took 1.46x as long on an H100).
+    // Else 128 rows in 4 warps of two atoms (not measured: no smaller-memory GPU here).
+    if (force_arch != 80 && arch::sm90a_available() &&
+        ScoreTraitsSm90<T, kD>::kSmemBytes <= smem_optin) {
+      launch.template operator()<ScoreTraitsSm90<T, kD>>();
+    } else if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
       launch.template operator()<ScoreTraits<T, kD, 16, 1>>();
     } else {
       launch.template operator()<ScoreTraits<T, kD, 4, 2>>();
@@ -974,18 +1110,32 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// Device build: per-token query quantization; a scoring kernel over (b, KV head, 256 reshaped
 /// rows of the GQA group's heads (128 where shared memory is short), 128 key groups) tiles —
 /// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
-/// by every head of the group, one mma.sync pass per segment t — writing (mu, sigma) per (row,
+/// by every head of the group, one MMA pass per segment t (wgmma from shared memory on Hopper
+/// with sm_90a code, mma.sync elsewhere; `force_arch` picks) — writing (mu, sigma) per (row,
 /// block) to the scratch; a selection kernel per mask row (fixed-point normalization, bitonic
 /// sort in shared memory, prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().
+  /// Scoring kernel: 0 the fastest available (wgmma on Hopper with sm_90a code, else mma.sync),
+  /// 80 mma.sync, 90 wgmma (an error where unavailable). Both give the same bits.
+  int force_arch = 0;
 
   XAttentionMask() = default;  ///< Default hyperparameters.
   /// A mask with hyperparameters `p`.
   explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
 
-  /// Validates the hyperparameters against the config.
-  void configure(const AttentionConfig& c, const PlanLimits&) const { params.validate(c); }
+  /// Validates the hyperparameters against the config and the kernel choice against the device
+  /// (probing once for sm_90a code: call at setup, as the engine does, not on a hot path).
+  void configure(const AttentionConfig& c, const PlanLimits&) const {
+    params.validate(c);
+    xattention::validate_force_arch(force_arch);
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
+      arch::sm90a_available();  // the probe synchronizes: here, not in the first build_device()
+    } else {
+      cudaGetLastError();  // no device: the host reference needs none
+    }
+  }
 
   /// Scratch bytes of the device build for the config and limits.
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
@@ -1012,7 +1162,7 @@ struct XAttentionMask {
 
   /// Device build: three launches with grids fixed by the limits; no allocation, no sync.
   void build_device(const MaskArgs& a, cudaStream_t stream) const {
-    xattention::build_device(a, params, stream, xattention::kAllPhases);
+    xattention::build_device(a, params, stream, xattention::kAllPhases, force_arch);
   }
 };
 

@@ -492,8 +492,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
                  ok ? p.scr.qscale + (sQRow[r] - t * hq) : p.scr.qscale, ok);
     }
     // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
-    // Each thread copies the kPer chunks it quantizes (quantize_keys()), so that after its own
-    // cp.async wait it may quantize them without a barrier.
+    if constexpr (kPer == 1) {
+      for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
+        const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
+        const int pos = (j0 + jj) * S + t;
+        const bool ok = pos < s.kv_len;
+        const T* src = pool;  // the page table is read only for keys that exist
+        if (ok) {
+          src = pool + ch * 8 +
+                (group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh));
+        }
+        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, src, ok);
+      }
+      arch::cp_async_commit();
+      return;
+    }
+    // Several chunks a key lane (wgmma): each thread copies the kPer chunks it quantizes
+    // (quantize_keys()), so that after its own cp.async wait it may quantize them unsynchronized.
     for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
       const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
       const int pos = (j0 + jj) * S + t;
@@ -517,28 +532,45 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
       const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
       float amax = 0.0f;
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        float x[8];
-        arch::widen8<T>(*reinterpret_cast<const uint4*>(
-                            sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8),
-                        x);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
-      }
-#pragma unroll
-      for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        uint4* at =
-            reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+      if constexpr (kPer == 1) {
+        // One chunk a lane (the mma.sync kernel): read once.
+        uint4* at = reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part) * 8);
         float x[8];
         arch::widen8<T>(*at, x);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+#pragma unroll
+        for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
+          amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
         *at = exact::quantize8_bf16(x, qt.inv);
+        if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
+      } else {
+        // Several (wgmma): read twice, so that only 8 values are live next to the accumulators
+        // of the wgmma in flight.
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          float v[8];
+          arch::widen8<T>(*reinterpret_cast<const uint4*>(
+                              sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8),
+                          v);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(v[i]));
+        }
+#pragma unroll
+        for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
+          amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          uint4* at =
+              reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+          float v[8];
+          arch::widen8<T>(*at, v);
+          *at = exact::quantize8_bf16(v, qt.inv);
+        }
+        if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
       }
-      if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
     }
   };
 
@@ -1035,11 +1067,13 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
       COMPACT_CHECK_LAUNCH("xattention::score_kernel");
     };
-    // Hopper with sm_90a code: the wgmma kernel. Else 256 rows per CTA where shared memory
-    // allows: 16 warps of one m16 atom each (128 registers, 16 warps per SM to hide the latency
-    // of the segment loop; 8 warps of two atoms, 255 registers, took 1.46x as long on an H100).
-    // Else 128 rows in 4 warps of two atoms (not measured: no smaller-memory GPU here).
-    if (force_arch != 80 && arch::sm90a_available() &&
+    // The wgmma kernel only when asked for (force_arch = 90): it is written and compiled but has
+    // not yet run on a GPU (its GPU case runs it where sm_90a code and a Hopper are present).
+    // Else 256 rows per CTA where shared memory allows: 16 warps of one m16 atom each (128
+    // registers, 16 warps per SM to hide the latency of the segment loop; 8 warps of two atoms,
+    // 255 registers, took 1.46x as long on an H100). Else 128 rows in 4 warps of two atoms (not
+    // measured: no smaller-memory GPU here).
+    if (force_arch == 90 && arch::sm90a_available() &&
         ScoreTraitsSm90<T, kD>::kSmemBytes <= smem_optin) {
       launch.template operator()<ScoreTraitsSm90<T, kD>>();
     } else if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
@@ -1110,14 +1144,15 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// Device build: per-token query quantization; a scoring kernel over (b, KV head, 256 reshaped
 /// rows of the GQA group's heads (128 where shared memory is short), 128 key groups) tiles —
 /// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
-/// by every head of the group, one MMA pass per segment t (wgmma from shared memory on Hopper
-/// with sm_90a code, mma.sync elsewhere; `force_arch` picks) — writing (mu, sigma) per (row,
-/// block) to the scratch; a selection kernel per mask row (fixed-point normalization, bitonic
+/// by every head of the group, one mma.sync pass per segment t (an opt-in wgmma kernel for
+/// Hopper, `force_arch` = 90, not yet run on a GPU) — writing (mu, sigma) per (row, block) to the
+/// scratch; a selection kernel per mask row (fixed-point normalization, bitonic
 /// sort in shared memory, prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().
-  /// Scoring kernel: 0 the fastest available (wgmma on Hopper with sm_90a code, else mma.sync),
-  /// 80 mma.sync, 90 wgmma (an error where unavailable). Both give the same bits.
+  /// Scoring kernel: 0 (default) or 80 mma.sync; 90 wgmma (Hopper with sm_90a code; an error
+  /// where unavailable). The wgmma scorer is meant to give the same bits but has not yet been run
+  /// on a GPU: opt-in until its GPU case and timing have been.
   int force_arch = 0;
 
   XAttentionMask() = default;  ///< Default hyperparameters.
@@ -1125,16 +1160,10 @@ struct XAttentionMask {
   explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
 
   /// Validates the hyperparameters against the config and the kernel choice against the device
-  /// (probing once for sm_90a code: call at setup, as the engine does, not on a hot path).
+  /// (force_arch = 90 probes once for sm_90a code: call at setup, as the engine does).
   void configure(const AttentionConfig& c, const PlanLimits&) const {
     params.validate(c);
-    xattention::validate_force_arch(force_arch);
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-      arch::sm90a_available();  // the probe synchronizes: here, not in the first build_device()
-    } else {
-      cudaGetLastError();  // no device: the host reference needs none
-    }
+    xattention::validate_force_arch(force_arch);  // force_arch = 90 probes the device once
   }
 
   /// Scratch bytes of the device build for the config and limits.

@@ -504,22 +504,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
         }
         arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, src, ok);
       }
-      arch::cp_async_commit();
-      return;
-    }
-    // Several chunks a key lane (wgmma): each thread copies the kPer chunks it quantizes
-    // (quantize_keys()), so that after its own cp.async wait it may quantize them unsynchronized.
-    for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
-      const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
-      const int pos = (j0 + jj) * S + t;
-      const bool ok = pos < s.kv_len;
-      const T* src = pool;  // the page table is read only for keys that exist
-      if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
+    } else {
+      // Several chunks a key lane (wgmma): each thread copies the kPer chunks it quantizes
+      // (quantize_keys()), so that after its own cp.async wait it may quantize them unsynchronized.
+      for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
+        const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
+        const int pos = (j0 + jj) * S + t;
+        const bool ok = pos < s.kv_len;
+        const T* src = pool;  // the page table is read only for keys that exist
+        if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
 #pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        const int ch = part * kPer + c;
-        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
-                          ok);
+        for (int c = 0; c < kPer; ++c) {
+          const int ch = part * kPer + c;
+          arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
+                            ok);
+        }
       }
     }
     arch::cp_async_commit();

@@ -714,6 +714,10 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   xp.sink_blocks = -1;
   CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
                        Contains("XAttentionMask params.sink_blocks = -1"), Error);
+  XAttentionMask xm;
+  xm.force_arch = 70;  // not a scoring kernel (checked before any device query)
+  CHECK_THROWS_WITH_AS(xm.configure(c, p.limits), Contains("XAttentionMask::force_arch = 70"),
+                       Error);
 
   HostMask out(p);
   const MaskArgs args{c, p.limits, p.batch(), p.cache(), out.view, {}};

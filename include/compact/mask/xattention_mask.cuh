@@ -1006,11 +1006,12 @@ inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4,
 /// @var kAllPhases
 /// Every launch: quantization, scoring and selection.
 
-/// Throws compact::Error unless `force_arch` is 0 (the fastest scoring kernel available), 80
-/// (mma.sync, any sm80+ GPU) or 90 (wgmma; needs compute capability 9.x and sm_90a code).
+/// Throws compact::Error unless `force_arch` is 0 (the default scoring kernel, mma.sync), 80
+/// (mma.sync, any sm80+ GPU) or 90 (the opt-in wgmma kernel; needs compute capability 9.x and
+/// sm_90a code).
 inline void validate_force_arch(int force_arch) {
   require(force_arch == 0 || force_arch == 80 || force_arch == 90, "XAttentionMask::force_arch",
-          force_arch, "0 (fastest available), 80 (mma.sync) or 90 (wgmma)");
+          force_arch, "0 (default), 80 (mma.sync) or 90 (wgmma)");
   require(force_arch != 90 || arch::sm90a_available(), "XAttentionMask::force_arch", force_arch,
           "80 or 0 on this GPU/binary (the wgmma scorer needs compute capability 9.x and sm_90a "
           "code)");

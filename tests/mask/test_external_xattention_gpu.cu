@@ -30,6 +30,25 @@ long long compare_written(const test::HostProblem& p, const BlockMask& shape,
   return mismatches;
 }
 
+/// Builds `m` on the device into mask bits poisoned with 0xab, its scratch poisoned with 0xff,
+/// and returns the bits.
+template <class Mask>
+std::vector<std::uint32_t> device_bits(const Mask& m, const AttentionConfig& c,
+                                       const test::HostProblem& p, const test::DeviceProblem& d,
+                                       const BlockMask& shape) {
+  test::DeviceBuffer<std::uint32_t> bits(shape.num_words());
+  bits.fill_bytes(0xab);
+  test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
+  scratch.fill_bytes(0xff);
+  BlockMask dm = shape;
+  dm.bits = bits.get();
+  m.build_device(
+      MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
+      nullptr);
+  COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
+  return bits.download();
+}
+
 }  // namespace
 
 TEST_CASE("ExternalMask: device equals host, from device and from host sources") {
@@ -65,17 +84,8 @@ TEST_CASE("ExternalMask: device equals host, from device and from host sources")
 
     for (const ExternalMaskSource* src : {&dev_source, &host_source}) {
       const ExternalMask m(src);
-      test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
-      dev_bits.fill_bytes(0xab);
-      test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
-      BlockMask dm = shape;
-      dm.bits = dev_bits.get();
-      m.build_device(
-          MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
-          nullptr);
-      COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
       CAPTURE(rep);
-      CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+      CHECK(compare_written(p, shape, host_bits, device_bits(m, c, p, d, shape)) == 0);
     }
   }
 }
@@ -135,20 +145,10 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       }
       m.force_arch = arch;
       m.configure(c, p.limits);
-      test::DeviceBuffer<std::uint32_t> dev_bits(shape.num_words());
-      dev_bits.fill_bytes(0xab);
-      test::DeviceBuffer<std::byte> scratch(m.workspace_bytes(c, p.limits));
-      scratch.fill_bytes(0xff);
-      BlockMask dm = shape;
-      dm.bits = dev_bits.get();
-      m.build_device(
-          MaskArgs{c, p.limits, d.batch(), d.cache(), dm, Workspace{scratch.get(), scratch.size()}},
-          nullptr);
-      COMPACT_CUDA_CHECK(cudaDeviceSynchronize());
       CAPTURE(k.hq);
       CAPTURE(k.stride);
       CAPTURE(arch);
-      CHECK(compare_written(p, shape, host_bits, dev_bits.download()) == 0);
+      CHECK(compare_written(p, shape, host_bits, device_bits(m, c, p, d, shape)) == 0);
     }
     const test::MaskCensus cs = test::census(p, hm);
     CHECK(cs.violations == 0);

@@ -530,46 +530,40 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     bf16* sB = sStage + stage * Tr::kStageElems + Tr::kAElems;
     for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
       const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
+      // One chunk a lane (mma.sync kernel): its values stay in registers. Several (wgmma): each
+      // chunk is read again to quantize, so only 8 values live next to the wgmma's accumulators.
+      float x[kPer == 1 ? 8 : 1];
       float amax = 0.0f;
-      if constexpr (kPer == 1) {
-        // One chunk a lane (the mma.sync kernel): read once.
-        uint4* at = reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part) * 8);
-        float x[8];
-        arch::widen8<T>(*at, x);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+      for (int c = 0; c < kPer; ++c) {
+        float v[8];
+        arch::widen8<T>(*reinterpret_cast<const uint4*>(
+                            sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8),
+                        v);
 #pragma unroll
-        for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
-          amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-        *at = exact::quantize8_bf16(x, qt.inv);
-        if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
-      } else {
-        // Several (wgmma): read twice, so that only 8 values are live next to the accumulators
-        // of the wgmma in flight.
+        for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(v[i]));
+        if constexpr (kPer == 1) {
 #pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          float v[8];
-          arch::widen8<T>(*reinterpret_cast<const uint4*>(
-                              sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8),
-                          v);
-#pragma unroll
-          for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(v[i]));
+          for (int i = 0; i < 8; ++i) x[i] = v[i];
         }
+      }
 #pragma unroll
-        for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
-          amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+      for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
 #pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          uint4* at =
-              reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+      for (int c = 0; c < kPer; ++c) {
+        uint4* at =
+            reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+        if constexpr (kPer == 1) {
+          *at = exact::quantize8_bf16(x, qt.inv);
+        } else {
           float v[8];
           arch::widen8<T>(*at, v);
           *at = exact::quantize8_bf16(v, qt.inv);
         }
-        if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
       }
+      if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
     }
   };
 

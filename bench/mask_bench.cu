@@ -269,12 +269,17 @@ const int kRegistered = [] {
   XAttentionParams s16;
   s16.stride = 16;
   add("xattention:stride16", kTP2, 131072, XAttentionMask(s16));
-  // The opt-in wgmma scorer (Hopper with sm_90a code; the rows skip elsewhere), for the A/B
-  // against the default mma.sync one.
+  // The default rows use wgmma where there is sm_90a code (bf16 integer operands at the default
+  // levels 255); the A/B against the mma.sync kernel, and int8 operands (levels 127; wgmma on
+  // Hopper, else the mma.sync kernel at those levels).
   for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {
+    const std::string tag = xp.stride == 16 ? ":stride16" : "";
     XAttentionMask m(xp);
-    m.force_arch = 90;
-    add(xp.stride == 16 ? "xattention:stride16:wgmma" : "xattention:wgmma", kTP2, 131072, m);
+    m.force_arch = 80;
+    add("xattention" + tag + ":mma_sync", kTP2, 131072, m);
+    XAttentionParams int8 = xp;
+    int8.levels = xattention::kInt8Levels;
+    add("xattention" + tag + ":int8", kTP2, 131072, XAttentionMask(int8));
   }
   // Launch by launch (each timed after a full build on the same buffers).
   for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {

@@ -1,6 +1,7 @@
 // Device ExternalMask and XAttentionMask builds equal their host references bit for bit.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -130,25 +131,32 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
     XAttentionParams xp;
     xp.stride = k.stride;
     xp.threshold = k.threshold;
-    XAttentionMask m(xp);
-    m.configure(c, p.limits);
     const BlockMask shape = BlockMask::shape_for(c, p.limits);
     std::vector<std::uint32_t> host_bits(shape.num_words(), 0xdeadbeefu);
     BlockMask hm = shape;
     hm.bits = host_bits.data();
-    m.build_host(MaskArgs{c, p.limits, p.batch(), p.cache(), hm, {}});
-    // Both scoring kernels: mma.sync (any GPU) and, where this binary and GPU have it, wgmma.
-    for (const int arch : {80, 90}) {
-      if (arch == 90 && !arch::sm90a_available()) {
-        MESSAGE("XAttentionMask's wgmma scorer not tested: no sm_90a code for this GPU");
-        continue;
-      }
-      m.force_arch = arch;
+    // The default levels and the int8 ones (127: int8 operands in the wgmma kernel at D = 128).
+    for (const int levels : {255, 127}) {
+      xp.levels = levels;
+      XAttentionMask m(xp);
       m.configure(c, p.limits);
-      CAPTURE(k.hq);
-      CAPTURE(k.stride);
-      CAPTURE(arch);
-      CHECK(compare_written(p, shape, host_bits, device_bits(m, c, p, d, shape)) == 0);
+      std::fill(host_bits.begin(), host_bits.end(), 0xdeadbeefu);
+      m.build_host(MaskArgs{c, p.limits, p.batch(), p.cache(), hm, {}});
+      // Both scoring kernels: mma.sync (any GPU) and, where this binary and GPU have it, wgmma.
+      for (const int arch : {80, 90}) {
+        if (arch == 90 && !arch::sm90a_available()) {
+          MESSAGE("XAttentionMask's wgmma scorer not tested: no sm_90a code for this GPU");
+          continue;
+        }
+        m.force_arch = arch;
+        m.configure(c, p.limits);
+        CAPTURE(k.hq);
+        CAPTURE(k.d);
+        CAPTURE(k.stride);
+        CAPTURE(levels);
+        CAPTURE(arch);
+        CHECK(compare_written(p, shape, host_bits, device_bits(m, c, p, d, shape)) == 0);
+      }
     }
     const test::MaskCensus cs = test::census(p, hm);
     CHECK(cs.violations == 0);

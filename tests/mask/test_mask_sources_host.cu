@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "../support/naive.hpp"
@@ -582,9 +583,10 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
   // A[qb][kb] against the same antidiagonal softmax in double from the unquantized Q and K. Both
   // are sums over the query block's groups of each group's softmax mass on kb (2^32 a group).
   // Tolerance: 1% of a group's mass per (qb, kb), averaged over the block's groups (per-token
-  // quantization to 255 levels gives 0.02-0.05% here); NaN fails.
+  // quantization to 255 levels gives 0.02-0.05% here); NaN fails. Both the default levels and
+  // the int8 ones (127).
   std::uint64_t salt = 9850;
-  for (const int stride : {8, 16}) {
+  for (const auto& [stride, levels] : {std::pair{8, 255}, {16, 255}, {8, 127}, {16, 127}}) {
     auto rng = test::rng_for(++salt);
     AttentionConfig c;
     c.num_q_heads = 4;
@@ -602,6 +604,7 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
     test::plant_hot_blocks(p, rng, 3.0f);
     XAttentionParams xp;
     xp.stride = stride;
+    xp.levels = levels;
     const PagedKV cache = p.cache();
     const ChunkBatch batch = p.batch();
     const MaskArgs args{c, p.limits, batch, cache, BlockMask{}, {}};
@@ -657,8 +660,9 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
       }
     }
     CAPTURE(stride);
-    MESSAGE("XAttention stride " << stride << ": worst block-score error " << worst
-                                 << " of a group's mass");
+    CAPTURE(levels);
+    MESSAGE("XAttention stride " << stride << ", levels " << levels << ": worst block-score error "
+                                 << worst << " of a group's mass");
     CHECK(worst <= 0.01);
   }
 }
@@ -714,6 +718,10 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   xp.sink_blocks = -1;
   CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
                        Contains("XAttentionMask params.sink_blocks = -1"), Error);
+  xp = XAttentionParams{};
+  xp.levels = 256;  // products would no longer be exact in fp32
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.levels = 256"), Error);
   XAttentionMask xm;
   xm.force_arch = 70;  // not a scoring kernel (checked before any device query)
   CHECK_THROWS_WITH_AS(xm.configure(c, p.limits), Contains("XAttentionMask::force_arch = 70"),

@@ -1,5 +1,6 @@
 /// @file wgmma.cuh
-/// @brief Hopper warpgroup MMA (sm90a): shared-memory descriptors, fences, m64nNk16 bf16/f16.
+/// @brief Hopper warpgroup MMA (sm90a): shared-memory descriptors, fences, m64nNk16 bf16/f16,
+/// m64n64k32 int8.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +72,10 @@ COMPACT_DEVICE void fence_proxy_async_smem() {
 /// m64nNk16 warpgroup MMAs for element type T and N.
 template <class T, int N>
 struct Wgmma;
+
+/// m64nNk32 warpgroup MMAs of signed int8 operands into s32 accumulators.
+template <int N>
+struct WgmmaS8;
 
 #if COMPACT_WGMMA_ENABLED
 
@@ -246,7 +251,32 @@ struct Wgmma<__half, 128> {
   }
 };
 
+/// D (+)= A * B, m64n64k32, int8 A and B from shared memory (K-major descriptors: integer
+/// wgmma has no transposed operands), s32 accumulators in the layout of Wgmma<T, 64>.
+template <>
+struct WgmmaS8<64> {
+  static COMPACT_DEVICE void ss(int (&d)[32], std::uint64_t desc_a, std::uint64_t desc_b,
+                                int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
+        "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+        "%27, %28, %29, %30, %31}, %32, %33, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]),
+          "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]),
+          "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]),
+          "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]),
+          "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  }
+};
+
 #else
+template <int N>
+struct WgmmaS8 {
+  /// Traps: wgmma exists only in sm_90a code.
+  static COMPACT_DEVICE void ss(int (&)[N / 2], std::uint64_t, std::uint64_t, int) { __trap(); }
+};
 template <class T, int N>
 struct Wgmma {
   /// Traps: wgmma exists only in sm_90a code.

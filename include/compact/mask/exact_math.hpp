@@ -244,6 +244,22 @@ __device__ __forceinline__ uint4 quantize8_bf16(const float (&x)[8], float inv) 
   }
   return make_uint4(packed[0], packed[1], packed[2], packed[3]);
 }
+
+/// quantize_in_range() of 8 entries as int8 (exact for levels <= 127) packed in a uint2. The
+/// rounding add leaves 1.5 * 2^23 + q in the float, whose low byte is q in two's complement: no
+/// conversion instruction (those run at a quarter of the FMA rate).
+__device__ __forceinline__ uint2 quantize8_s8(const float (&x)[8], float inv) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  std::uint32_t b[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    b[i] = __float_as_uint(__fadd_rd(__fadd_rn(__fmul_rn(x[i], inv), 0.5f), kMagic));
+  const std::uint32_t lo =
+      __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
+  const std::uint32_t hi =
+      __byte_perm(__byte_perm(b[4], b[5], 0x0040), __byte_perm(b[6], b[7], 0x0040), 0x5410);
+  return make_uint2(lo, hi);
+}
 #endif
 
 /// log2(e) as a float.

@@ -43,6 +43,12 @@ struct XAttentionParams {
   float threshold = 0.9f;
   /// KV blocks [0, sink_blocks) are always kept (XAttention always keeps block 0).
   int sink_blocks = 1;
+  /// Quantization levels L: queries and keys become per-token integers in [-L, L], in [1, 255]
+  /// (D * 255^2 < 2^24 keeps every product sum exact in fp32). 255 keeps the most precision;
+  /// 127 fits int8, which lets the Hopper scorer (D = 128) multiply int8 operands (H100, TP2
+  /// 128K chunk 1,024, stride 8: 3.68 against 4.40 ms). Every kernel and the host reference
+  /// give the same bits for a given L.
+  int levels = 255;
 
   /// Throws compact::Error naming `XAttentionMask params.<field>` when out of range.
   void validate(const AttentionConfig& c) const {
@@ -55,13 +61,15 @@ struct XAttentionParams {
     require(threshold > 0.0f && threshold <= 1.0f, "XAttentionMask params.threshold", threshold,
             "a share of the attention mass in (0, 1]");
     require(sink_blocks >= 0, "XAttentionMask params.sink_blocks", sink_blocks, ">= 0");
+    require(levels >= 1 && levels <= 255, "XAttentionMask params.levels", levels,
+            "quantization levels in [1, 255] (127 for int8 operands)");
   }
 };
 
 namespace xattention {
 
-/// Quantization levels: per-token integers in [-255, 255], D * 255^2 < 2^24.
-inline constexpr int kLevels = 255;
+/// The largest quantization level whose integers fit int8 (the int8 wgmma scorer).
+inline constexpr int kInt8Levels = 127;
 /// Key groups per CTA tile of the scoring kernel (a multiple of block_k / stride).
 inline constexpr int kTileGroups = 128;
 
@@ -130,8 +138,8 @@ inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
   auto quant_row = [&](auto&& load, std::vector<int>& ints, float& scale) {
     float amax = 0.0f;
     for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(load(d)));
-    const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-    for (int d = 0; d < D; ++d) ints.push_back(exact::quantize(load(d), qt.inv, kLevels));
+    const exact::Quant qt = exact::quant_of(amax, static_cast<float>(p.levels));
+    for (int d = 0; d < D; ++d) ints.push_back(exact::quantize(load(d), qt.inv, p.levels));
     scale = qt.scale;
   };
   TokenQuant keys, queries;
@@ -246,7 +254,9 @@ inline void select_row(const XAttentionParams& p, const QueryBlockSpan& span,
 
 /// Scratch of the device build, laid out from the config and limits alone.
 struct Scratch {
-  __nv_bfloat16* qq = nullptr;      ///< [total_q bound][Hq][D] quantized queries.
+  /// [total_q bound][Hq][D] quantized queries: bf16 integers, or int8 in the first half (the
+  /// int8 scorer).
+  __nv_bfloat16* qq = nullptr;
   float* qscale = nullptr;          ///< [total_q bound][Hq].
   float* mu = nullptr;              ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
   std::uint32_t* sigma = nullptr;   ///< Same shape: fixed-point sums.
@@ -280,10 +290,11 @@ struct Scratch {
   }
 };
 
-/// Per-(token, head) quantization of the queries: one group of D/8 lanes per row.
-template <class T, int kD>
+/// Per-(token, head) quantization of the queries to `levels`: one group of D/8 lanes per row,
+/// written as bf16 integers or (kInt8, levels <= 127) as int8 into the first half of scr.qq.
+template <class T, int kD, bool kInt8>
 __global__ void __launch_bounds__(256)
-    quantize_queries_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr) {
+    quantize_queries_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, float levels) {
   constexpr int kChunks = kD / 8;
   const long long row = (static_cast<long long>(blockIdx.x) * 256 + threadIdx.x) / kChunks;
   const int ch = threadIdx.x % kChunks;
@@ -306,8 +317,13 @@ __global__ void __launch_bounds__(256)
   for (int o = kChunks / 2; o > 0; o >>= 1)
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
   if (!valid) return;
-  const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
-  *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = exact::quantize8_bf16(x, qt.inv);
+  const exact::Quant qt = exact::quant_of(amax, levels);
+  if constexpr (kInt8) {
+    *reinterpret_cast<uint2*>(reinterpret_cast<std::int8_t*>(scr.qq) + row * kD + ch * 8) =
+        exact::quantize8_s8(x, qt.inv);
+  } else {
+    *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = exact::quantize8_bf16(x, qt.inv);
+  }
   if (ch == 0) scr.qscale[row] = qt.scale;
 }
 
@@ -320,39 +336,43 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 
 /// Compile-time geometry of the scoring kernel: a kM-row x 128-group tile, kWarps warps stacked
 /// along the rows (16 * kRowAtoms rows x 128 groups each, 64 * kRowAtoms fp32 logit
-/// accumulators per thread).
+/// accumulators per thread). A stage holds the query slice (A, quantized), the key slice as
+/// gathered (B, quantized in place) and, for int8 operands, the quantized key slice apart (Bq).
 template <class T, int kD_, int kWarps_, int kRowAtoms_>
 struct ScoreTraits {
-  using Element = T;                                      ///< Query element type (bf16 or fp16).
-  static constexpr bool kWgmma = false;                   ///< mma.sync from register fragments.
-  static constexpr int kD = kD_;                          ///< Head dim.
-  static constexpr int kWarps = kWarps_;                  ///< Warps per CTA.
-  static constexpr int kRowAtoms = kRowAtoms_;            ///< m16 row atoms per warp.
-  static constexpr int kWarpRows = 16 * kRowAtoms;        ///< Reshaped rows per warp.
-  static constexpr int kThreads = kWarps * 32;            ///< Threads per CTA.
-  static constexpr int kM = kWarps * kWarpRows;           ///< Reshaped rows per tile.
-  static constexpr int kN = kTileGroups;                  ///< Key groups per tile.
-  static constexpr int kNAtoms = kN / 8;                  ///< n8 column chunks of a tile.
-  static constexpr int kChunks = kD / 8;                  ///< 16-byte chunks per row.
-  static constexpr int kKSteps = kD / 16;                 ///< k16 steps over the head dim.
-  static constexpr int kAElems = kM * kD;                 ///< Elements of the query (A) tile.
-  static constexpr int kBElems = kN * kD;                 ///< Elements of the key (B) tile.
-  static constexpr int kStageElems = kAElems + kBElems;   ///< Elements of one stage.
-  static constexpr int kOffAScale = 2 * kStageElems * 2;  ///< [2][kM] f32
-  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;  ///< [2][kN] f32
-  static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;   ///< [kN] i64: group's first key
-  static constexpr int kOffQRow = kOffKBase + kN * 8;         ///< [kM] i32: token row at t = 0
-  static constexpr int kOffQMin = kOffQRow + kM * 4;          ///< [kM] i32: first valid segment
-  static constexpr int kSmemBytes = kOffQMin + kM * 4;        ///< Dynamic shared memory per CTA.
+  using Element = T;                                ///< Query element type (bf16 or fp16).
+  static constexpr bool kWgmma = false;             ///< mma.sync from register fragments.
+  static constexpr int kD = kD_;                    ///< Head dim.
+  static constexpr int kWarps = kWarps_;            ///< Warps per CTA.
+  static constexpr int kRowAtoms = kRowAtoms_;      ///< m16 row atoms per warp.
+  static constexpr int kWarpRows = 16 * kRowAtoms;  ///< Reshaped rows per warp.
+  static constexpr int kThreads = kWarps * 32;      ///< Threads per CTA.
+  static constexpr int kM = kWarps * kWarpRows;     ///< Reshaped rows per tile.
+  static constexpr int kN = kTileGroups;            ///< Key groups per tile.
+  static constexpr int kNAtoms = kN / 8;            ///< n8 column chunks of a tile.
+  static constexpr int kChunks = kD / 8;            ///< 16-byte chunks per raw row.
+  static constexpr int kKSteps = kD / 16;           ///< k16 steps over the head dim.
+  static constexpr bool kInt8 = false;              ///< bf16 integer operands.
+  static constexpr int kQChunks = kChunks;          ///< 16-byte chunks per quantized row.
+  static constexpr int kABytes = kM * kD * 2;       ///< Query (A) tile.
+  static constexpr int kBBytes = kN * kD * 2;       ///< Key (B) tile, quantized in place.
+  static constexpr int kBqBytes = 0;                ///< No separate quantized key tile.
+  static constexpr int kStageBytes = kABytes + kBBytes + kBqBytes;  ///< One stage.
+  static constexpr int kOffAScale = 2 * kStageBytes;                ///< [2][kM] f32
+  static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;        ///< [2][kN] f32
+  static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;         ///< [kN] i64: group's first key
+  static constexpr int kOffQRow = kOffKBase + kN * 8;   ///< [kM] i32: token row at t = 0
+  static constexpr int kOffQMin = kOffQRow + kM * 4;    ///< [kM] i32: first valid segment
+  static constexpr int kSmemBytes = kOffQMin + kM * 4;  ///< Dynamic shared memory per CTA.
   static constexpr int kBaseAlign = 16;      ///< Alignment of the stage buffers (cp.async's 16 B).
   static constexpr int kKeyLanes = kChunks;  ///< Lanes that quantize one key (a chunk each).
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
   static_assert(kN == 128, "the block reduction assumes 16 n8 atoms per warp");
   /// 16-byte chunk index of (row, chunk) in a row-major tile of any row count: chunk ^ (row % 8)
   /// keeps the eight rows an ldmatrix reads in distinct banks.
-  template <int kRows>
+  template <int kRows, int kRowChunks = kChunks>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return row * kChunks + (chunk ^ (row & 7));
+    return row * kRowChunks + (chunk ^ (row & 7));
   }
 };
 
@@ -362,20 +382,34 @@ struct ScoreTraits {
 /// instead of 16 mma.sync + 8 ldmatrix a warp), the tiles in the 128-byte-swizzle column-block
 /// layout its descriptors address (the paged-flash kernel's), and four lanes per key quantizing
 /// a quarter of it each (the two correctly rounded divisions of a key's scale run on 4 lanes,
-/// not 16).
-template <class T, int kD_>
+/// not 16). kQuantBytes = 1 (levels <= 127, D = 128): int8 operands and m64n64k32 s8 wgmma, half
+/// the tensor work and the query bytes; the keys are quantized from their gathered tile into Bq.
+template <class T, int kD_, int kQuantBytes_ = 2>
 struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1> {
   using Base = ScoreTraits<T, kD_, 16, 1>;
-  static constexpr bool kWgmma = true;     ///< wgmma from shared memory.
-  static constexpr int kBaseAlign = 1024;  ///< A swizzle atom (wgmma descriptors).
-  static constexpr int kKeyLanes = 4;      ///< Lanes that quantize one key.
-  static constexpr int kSmemBytes = Base::kSmemBytes + kBaseAlign;  ///< With alignment slack.
-  static_assert(Base::kAElems * 2 % 1024 == 0 && Base::kBElems * 2 % 1024 == 0,
+  static constexpr bool kWgmma = true;                      ///< wgmma from shared memory.
+  static constexpr int kBaseAlign = 1024;                   ///< A swizzle atom (wgmma descriptors).
+  static constexpr int kKeyLanes = 4;                       ///< Lanes that quantize one key.
+  static constexpr bool kInt8 = kQuantBytes_ == 1;          ///< int8 operands (Bq apart).
+  static constexpr int kQChunks = kD_ * kQuantBytes_ / 16;  ///< Per quantized row.
+  static constexpr int kABytes = Base::kM * kD_ * kQuantBytes_;     ///< Query (A) tile.
+  static constexpr int kBBytes = Base::kN * kD_ * 2;                ///< Key (B) tile as gathered.
+  static constexpr int kBqBytes = kInt8 ? Base::kN * kD_ : 0;       ///< Quantized key tile.
+  static constexpr int kStageBytes = kABytes + kBBytes + kBqBytes;  ///< One stage.
+  static constexpr int kOffAScale = 2 * kStageBytes;                ///< [2][kM] f32
+  static constexpr int kOffBScale = kOffAScale + 2 * Base::kM * 4;  ///< [2][kN] f32
+  static constexpr int kOffKBase = kOffBScale + 2 * Base::kN * 4;   ///< [kN] i64
+  static constexpr int kOffQRow = kOffKBase + Base::kN * 8;         ///< [kM] i32
+  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;          ///< [kM] i32
+  static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + kBaseAlign;  ///< With slack.
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0 && kBqBytes % 1024 == 0,
                 "stage buffers must stay on swizzle atoms");
   static_assert(Base::kChunks % kKeyLanes == 0, "each lane quantizes whole chunks");
-  /// 16-byte chunk index of (row, chunk) in a tile of kRows rows: D / 64 column blocks of
-  /// [kRows][64] elements, 128-byte rows, chunk ^ (row % 8) within each (as KernelTraits).
-  template <int kRows>
+  static_assert(kQuantBytes_ == 1 || kQuantBytes_ == 2, "bf16 integers (2) or int8 (1)");
+  static_assert(!kInt8 || kD_ == 128, "int8 operands fill one 128-byte swizzle row: D = 128");
+  /// 16-byte chunk index of (row, chunk) in a tile of kRows rows: column blocks of [kRows] rows
+  /// of 128 bytes, chunk ^ (row % 8) within each (as KernelTraits).
+  template <int kRows, int kRowChunks = Base::kChunks>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
   }
@@ -383,14 +417,15 @@ struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1> {
 
 /// Parameters of the scoring kernel.
 struct ScoreParams {
-  AttentionConfig c;  ///< The attention config.
-  ChunkBatch batch;   ///< The chunk batch being masked.
-  PagedKV cache;      ///< The paged cache the keys are gathered from.
-  Scratch scr;        ///< Quantized queries and score scratch.
-  int stride = 8;     ///< Antidiagonal stride S.
-  int m_tiles = 0;    ///< Row tiles per (b, kvh): ceil(G * groups / kM).
-  int n_tiles = 0;    ///< Group tiles of the limits' longest sequence.
-  float cx = 0.0f;    ///< softmax scale * log2(e) / stride.
+  AttentionConfig c;    ///< The attention config.
+  ChunkBatch batch;     ///< The chunk batch being masked.
+  PagedKV cache;        ///< The paged cache the keys are gathered from.
+  Scratch scr;          ///< Quantized queries and score scratch.
+  int stride = 8;       ///< Antidiagonal stride S.
+  int m_tiles = 0;      ///< Row tiles per (b, kvh): ceil(G * groups / kM).
+  int n_tiles = 0;      ///< Group tiles of the limits' longest sequence.
+  float cx = 0.0f;      ///< softmax scale * log2(e) / stride.
+  float levels = 0.0f;  ///< Quantization levels L of the keys (params.levels).
 };
 
 /// Logits of one (row tile, group tile) of (b, kvh): rows are (local head g, reshaped row i) =
@@ -413,7 +448,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     const unsigned misalign = arch::smem_addr(smem_raw) % Tr::kBaseAlign;
     smem += misalign == 0 ? 0 : Tr::kBaseAlign - misalign;
   }
-  bf16* sStage = reinterpret_cast<bf16*>(smem);  // [2][A: kM x D | B: kN x D]
+  // [2][A: kM x D quantized | B: kN x D as gathered (quantized in place) | Bq: int8 keys]
+  auto stage_a = [&](int stage) { return smem + stage * Tr::kStageBytes; };
+  auto stage_b = [&](int stage) {
+    return reinterpret_cast<bf16*>(smem + stage * Tr::kStageBytes + Tr::kABytes);
+  };
+  auto stage_bq = [&](int stage) {
+    return smem + stage * Tr::kStageBytes + Tr::kABytes + Tr::kBBytes;
+  };
   float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
   float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
   std::int64_t* sKBase = reinterpret_cast<std::int64_t*>(smem + Tr::kOffKBase);
@@ -476,15 +518,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   __syncthreads();
 
   auto issue = [&](int t, int stage) {
-    bf16* sA = sStage + stage * Tr::kStageElems;
-    bf16* sB = sA + Tr::kAElems;
+    unsigned char* sA = stage_a(stage);
+    bf16* sB = stage_b(stage);
     // Query slice (16-byte chunk ch of row r; the chunk is the same for all of a thread's rows).
-    for (int k = tid; k < Tr::kM * Tr::kChunks; k += Tr::kThreads) {
-      const int r = k / Tr::kChunks, ch = k % Tr::kChunks;
+    const auto* qq = reinterpret_cast<const unsigned char*>(p.scr.qq);
+    for (int k = tid; k < Tr::kM * Tr::kQChunks; k += Tr::kThreads) {
+      const int r = k / Tr::kQChunks, ch = k % Tr::kQChunks;
       const bool ok = t >= sQMin[r];
       const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
-      arch::cp_async_16(sA + Tr::template swizzle<Tr::kM>(r, ch) * 8,
-                        ok ? p.scr.qq + row * Tr::kD + ch * 8 : p.scr.qq, ok);
+      arch::cp_async_16(sA + Tr::template swizzle<Tr::kM, Tr::kQChunks>(r, ch) * 16,
+                        ok ? qq + (row * Tr::kQChunks + ch) * 16 : qq, ok);
     }
     for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
       const bool ok = t >= sQMin[r];
@@ -524,10 +567,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     arch::cp_async_commit();
   };
 
-  // Quantizes the key slice of `stage` in place: key jj by kKeyLanes lanes of kPer chunks each
-  // (the chunks each thread copied), the chunks read once for the absmax and again to quantize.
+  // Quantizes the key slice of `stage` in place (int8: into Bq): key jj by kKeyLanes lanes of
+  // kPer chunks each (the chunks each thread copied), the chunks read once for the absmax and
+  // again to quantize.
   auto quantize_keys = [&](int stage) {
-    bf16* sB = sStage + stage * Tr::kStageElems + Tr::kAElems;
+    bf16* sB = stage_b(stage);
     for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
       const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
       // One chunk a lane (mma.sync kernel): its values stay in registers. Several (wgmma): each
@@ -550,17 +594,38 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 #pragma unroll
       for (int o = Tr::kKeyLanes / 2; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(kLevels));
+      const exact::Quant qt = exact::quant_of(amax, p.levels);
+      if constexpr (Tr::kInt8) {
+        // Two gathered chunks (16 values) make one 16-byte int8 chunk of Bq.
+        static_assert(kPer % 2 == 0, "int8 chunks pair the gathered ones");
 #pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        uint4* at =
-            reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
-        if constexpr (kPer == 1) {
-          *at = exact::quantize8_bf16(x, qt.inv);
-        } else {
-          float v[8];
-          arch::widen8<T>(*at, v);
-          *at = exact::quantize8_bf16(v, qt.inv);
+        for (int c = 0; c < kPer; c += 2) {
+          uint2 q[2];
+#pragma unroll
+          for (int h2 = 0; h2 < 2; ++h2) {
+            float v[8];
+            arch::widen8<T>(*reinterpret_cast<const uint4*>(
+                                sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c + h2) * 8),
+                            v);
+            q[h2] = exact::quantize8_s8(v, qt.inv);
+          }
+          *reinterpret_cast<uint4*>(
+              stage_bq(stage) +
+              Tr::template swizzle<Tr::kN, Tr::kQChunks>(jj, (part * kPer + c) / 2) * 16) =
+              make_uint4(q[0].x, q[0].y, q[1].x, q[1].y);
+        }
+      } else {
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          uint4* at =
+              reinterpret_cast<uint4*>(sB + Tr::template swizzle<Tr::kN>(jj, part * kPer + c) * 8);
+          if constexpr (kPer == 1) {
+            *at = exact::quantize8_bf16(x, qt.inv);
+          } else {
+            float v[8];
+            arch::widen8<T>(*at, v);
+            *at = exact::quantize8_bf16(v, qt.inv);
+          }
         }
       }
       if (part == 0) sBScale[stage * Tr::kN + jj] = qt.scale;
@@ -589,8 +654,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 #pragma unroll 1
     for (int t = 0; t < S; ++t) {
       const int stage = t & 1;
-      const bf16* sA = sStage + stage * Tr::kStageElems;
-      const bf16* sB = sA + Tr::kAElems;
+      const unsigned char* sA = stage_a(stage);
+      const unsigned char* sB =
+          Tr::kInt8 ? stage_bq(stage) : reinterpret_cast<const unsigned char*>(stage_b(stage));
       const float as0 = sAScale[stage * Tr::kM + warp * 16 + r8];
       const float as1 = sAScale[stage * Tr::kM + warp * 16 + r8 + 8];
       const float* bscale = sBScale + stage * Tr::kN;
@@ -598,15 +664,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       // live next to the 64 of y), then adds y += (I_t * a_t) * b_t as the portable path does.
 #pragma unroll
       for (int half = 0; half < Tr::kN / 64; ++half) {
-        float acc[32];
+        std::conditional_t<Tr::kInt8, int, float> acc[32];
         arch::wgmma_fence();
+        // K-major operands: 32 bytes of K per instruction (k16 bf16, k32 int8), four of them per
+        // 128-byte row of a column block of [rows][128 bytes].
+        constexpr int kSteps = Tr::kQChunks / 2;
 #pragma unroll
-        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-          // K-major operands: column block ks / 4, 32 bytes per k16 step in the 128-byte row.
-          const bf16* pa = sA + (ks / 4) * Tr::kM * 64 + wg * 64 * 64 + (ks % 4) * 16;
-          const bf16* pb = sB + (ks / 4) * Tr::kN * 64 + half * 64 * 64 + (ks % 4) * 16;
-          arch::Wgmma<bf16, 64>::ss(acc, arch::smem_desc_sw128(pa, 16, 1024),
-                                    arch::smem_desc_sw128(pb, 16, 1024), ks > 0);
+        for (int ks = 0; ks < kSteps; ++ks) {
+          const unsigned char* pa = sA + (ks / 4) * Tr::kM * 128 + wg * 64 * 128 + (ks % 4) * 32;
+          const unsigned char* pb = sB + (ks / 4) * Tr::kN * 128 + half * 64 * 128 + (ks % 4) * 32;
+          const std::uint64_t da = arch::smem_desc_sw128(pa, 16, 1024);
+          const std::uint64_t db = arch::smem_desc_sw128(pb, 16, 1024);
+          if constexpr (Tr::kInt8) {
+            arch::WgmmaS8<64>::ss(acc, da, db, ks > 0);
+          } else {
+            arch::Wgmma<bf16, 64>::ss(acc, da, db, ks > 0);
+          }
         }
         arch::wgmma_commit();
         if (half == 0 && t + 1 < S) {
@@ -623,8 +696,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               float& yv = y[0][n][2 * hh + e];
-              yv = exact::add(yv, exact::mul(exact::mul(acc[4 * c + 2 * hh + e], hh ? as1 : as0),
-                                             e ? bs.y : bs.x));
+              // An int8 dot product is an integer below 2^24: exact as a float.
+              const float dot = static_cast<float>(acc[4 * c + 2 * hh + e]);
+              yv = exact::add(yv, exact::mul(exact::mul(dot, hh ? as1 : as0), e ? bs.y : bs.x));
             }
           }
         }
@@ -638,8 +712,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 #pragma unroll 1
     for (int t = 0; t < S; ++t) {
       const int stage = t & 1;
-      const bf16* sA = sStage + stage * Tr::kStageElems;
-      const bf16* sB = sA + Tr::kAElems;
+      const bf16* sA = reinterpret_cast<const bf16*>(stage_a(stage));
+      const bf16* sB = stage_b(stage);
       arch::cp_async_wait<0>();
       __syncthreads();  // slice t landed; every warp is done with slice t-1
       if (t + 1 < S) issue(t + 1, stage ^ 1);
@@ -1000,13 +1074,21 @@ inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4,
 /// @var kAllPhases
 /// Every launch: quantization, scoring and selection.
 
-/// Throws compact::Error unless `force_arch` is 0 (the default scoring kernel, mma.sync), 80
-/// (mma.sync, any sm80+ GPU) or 90 (the opt-in wgmma kernel; needs compute capability 9.x and
-/// sm_90a code).
+/// Throws compact::Error unless `force_arch` is 0 (the fastest scoring kernel available), 80
+/// (mma.sync, any sm80+ GPU) or 90 (wgmma; needs compute capability 9.x and sm_90a code). Probes
+/// the current device for sm_90a code once (the probe allocates and synchronizes, so it belongs
+/// to setup: configure() calls this), and not at all on a machine without a CUDA device.
 inline void validate_force_arch(int force_arch) {
   require(force_arch == 0 || force_arch == 80 || force_arch == 90, "XAttentionMask::force_arch",
-          force_arch, "0 (default), 80 (mma.sync) or 90 (wgmma)");
-  require(force_arch != 90 || arch::sm90a_available(), "XAttentionMask::force_arch", force_arch,
+          force_arch, "0 (fastest available), 80 (mma.sync) or 90 (wgmma)");
+  if (force_arch == 80) return;
+  int devices = 0;
+  if (force_arch == 0 && cudaGetDeviceCount(&devices) != cudaSuccess) {
+    cudaGetLastError();  // no device here: the host reference needs none
+    return;
+  }
+  const bool sm90a = (force_arch == 90 || devices > 0) && arch::sm90a_available();
+  require(force_arch != 90 || sm90a, "XAttentionMask::force_arch", force_arch,
           "80 or 0 on this GPU/binary (the wgmma scorer needs compute capability 9.x and sm_90a "
           "code)");
 }
@@ -1036,10 +1118,24 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   COMPACT_CUDA_CHECK(
       cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   auto run = [&]<class T, int kD>() {
+    // The scoring kernel, chosen before the queries are quantized for it. wgmma on Hopper with
+    // sm_90a code unless force_arch = 80 (H100, TP2 128K chunk 1,024, stride 8: 4.40 against
+    // 4.56 ms for mma.sync), with int8 operands when the levels fit (params.levels <= 127,
+    // D = 128: 3.68 ms). Else 256 rows per CTA where shared memory allows: 16 warps of one m16
+    // atom each (128 registers, 16 warps per SM to hide the latency of the segment loop; 8 warps
+    // of two atoms, 255 registers, took 1.46x as long on an H100). Else 128 rows in 4 warps of
+    // two atoms (not measured: no smaller-memory GPU here).
+    using Sm90Int8 = ScoreTraitsSm90<T, kD, kD == 128 ? 1 : 2>;
+    using Sm90 = ScoreTraitsSm90<T, kD>;
+    const bool sm90 = force_arch != 80 && arch::sm90a_available();
+    const bool int8 = sm90 && Sm90Int8::kInt8 && params.levels <= kInt8Levels &&
+                      Sm90Int8::kSmemBytes <= smem_optin;
     if (phases & kQuantizePhase) {
       const long long rows = a.limits.total_q_bound() * c.num_q_heads;
       const int blocks = static_cast<int>(ceil_div(rows * (kD / 8), 256LL));
-      quantize_queries_kernel<T, kD><<<blocks, 256, 0, stream>>>(c, a.batch, scr);
+      const auto kernel =
+          int8 ? quantize_queries_kernel<T, kD, true> : quantize_queries_kernel<T, kD, false>;
+      kernel<<<blocks, 256, 0, stream>>>(c, a.batch, scr, static_cast<float>(params.levels));
       COMPACT_CHECK_LAUNCH("xattention::quantize_queries_kernel");
     }
     if (!(phases & kScorePhase)) return;
@@ -1054,6 +1150,7 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), Tr::kN);
       sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
                          1.0f / static_cast<float>(params.stride));
+      sp.levels = static_cast<float>(params.levels);
       const dim3 grid(sp.m_tiles * sp.n_tiles, a.limits.max_batch * c.num_kv_heads);
       const auto kernel = score_kernel<Tr>;
       COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1061,15 +1158,10 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
       COMPACT_CHECK_LAUNCH("xattention::score_kernel");
     };
-    // The wgmma kernel only when asked for (force_arch = 90): it is written and compiled but has
-    // not yet run on a GPU (its GPU case runs it where sm_90a code and a Hopper are present).
-    // Else 256 rows per CTA where shared memory allows: 16 warps of one m16 atom each (128
-    // registers, 16 warps per SM to hide the latency of the segment loop; 8 warps of two atoms,
-    // 255 registers, took 1.46x as long on an H100). Else 128 rows in 4 warps of two atoms (not
-    // measured: no smaller-memory GPU here).
-    if (force_arch == 90 && arch::sm90a_available() &&
-        ScoreTraitsSm90<T, kD>::kSmemBytes <= smem_optin) {
-      launch.template operator()<ScoreTraitsSm90<T, kD>>();
+    if (int8) {
+      launch.template operator()<Sm90Int8>();
+    } else if (sm90 && Sm90::kSmemBytes <= smem_optin) {
+      launch.template operator()<Sm90>();
     } else if (ScoreTraits<T, kD, 16, 1>::kSmemBytes <= smem_optin) {
       launch.template operator()<ScoreTraits<T, kD, 16, 1>>();
     } else {
@@ -1118,7 +1210,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// 2. Logit (log2 domain) of (i, j): the antidiagonal sum over the S x S sub-block,
 ///    x = sum_{t=0}^{S-1} q[i*S + S-1-t] . k[j*S + t] * scale * log2(e) / S (XAttention's
 ///    "inverse" reshaping; terms whose query row is past the chunk or key past L_b are 0).
-///    Queries and keys are quantized per token to integers in [-255, 255] with absmax scales,
+///    Queries and keys are quantized per token to integers in [-L, L] (L = params.levels, 255
+///    by default) with absmax scales,
 ///    so each q . k is an exact integer (tensor cores and host alike) and the S terms are
 ///    summed in order t = 0..S-1 with explicitly rounded fp32 steps.
 /// 3. Row softmax over all visible groups, summed per KV block: for each block kb,
@@ -1138,15 +1231,16 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// Device build: per-token query quantization; a scoring kernel over (b, KV head, 256 reshaped
 /// rows of the GQA group's heads (128 where shared memory is short), 128 key groups) tiles —
 /// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
-/// by every head of the group, one mma.sync pass per segment t (an opt-in wgmma kernel for
-/// Hopper, `force_arch` = 90, not yet run on a GPU) — writing (mu, sigma) per (row, block) to the
+/// by every head of the group, one tensor-core pass per segment t (wgmma on Hopper, with int8
+/// operands when params.levels <= 127 at D = 128; mma.sync elsewhere or with `force_arch` = 80)
+/// — writing (mu, sigma) per (row, block) to the
 /// scratch; a selection kernel per mask row (fixed-point normalization, bitonic
 /// sort in shared memory, prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().
-  /// Scoring kernel: 0 (default) or 80 mma.sync; 90 wgmma (Hopper with sm_90a code; an error
-  /// where unavailable). The wgmma scorer is meant to give the same bits but has not yet been run
-  /// on a GPU: opt-in until its GPU case and timing have been.
+  /// Scoring kernel: 0 (default) the fastest available, 80 mma.sync, 90 wgmma (Hopper with
+  /// sm_90a code; an error where unavailable), with int8 operands when params.levels <= 127 and
+  /// D = 128. Every kernel gives the same bits.
   int force_arch = 0;
 
   XAttentionMask() = default;  ///< Default hyperparameters.
@@ -1154,10 +1248,11 @@ struct XAttentionMask {
   explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
 
   /// Validates the hyperparameters against the config and the kernel choice against the device
-  /// (force_arch = 90 probes once for sm_90a code: call at setup, as the engine does).
+  /// (probes the current device once for sm_90a code: call at setup, on the device that builds,
+  /// as the engine does).
   void configure(const AttentionConfig& c, const PlanLimits&) const {
     params.validate(c);
-    xattention::validate_force_arch(force_arch);  // force_arch = 90 probes the device once
+    xattention::validate_force_arch(force_arch);
   }
 
   /// Scratch bytes of the device build for the config and limits.

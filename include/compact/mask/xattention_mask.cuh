@@ -408,7 +408,9 @@ struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1> {
   static_assert(kQuantBytes_ == 1 || kQuantBytes_ == 2, "bf16 integers (2) or int8 (1)");
   static_assert(!kInt8 || kD_ == 128, "int8 operands fill one 128-byte swizzle row: D = 128");
   /// 16-byte chunk index of (row, chunk) in a tile of kRows rows: column blocks of [kRows] rows
-  /// of 128 bytes, chunk ^ (row % 8) within each (as KernelTraits).
+  /// of 128 bytes, chunk ^ (row % 8) within each (as KernelTraits). kRowChunks is not needed
+  /// here (a column block is 8 chunks wide whatever the row length); it keeps the signature of
+  /// ScoreTraits::swizzle.
   template <int kRows, int kRowChunks = Base::kChunks>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));

@@ -221,15 +221,22 @@ __device__ __forceinline__ std::uint32_t fix_exp2_nonpos(float x) {
   return (__float_as_uint(p) - 0x3F000000u) >> (0x4B400003u - __float_as_uint(t));
 }
 
+/// The bias quantize_biased() adds to the integer: 1.5 * 2^23.
+inline constexpr float kQuantBias = 12582912.0f;  // 1.5 * 2^23
+
+/// 1.5 * 2^23 + quantize_in_range(x, inv): the float whose bits hold the integer in their low
+/// 22 bits (two's complement in the low byte for |q| <= 127).
+__device__ __forceinline__ float quantize_biased(float x, float inv) {
+  return __fadd_rd(__fadd_rn(__fmul_rn(x, inv), 0.5f), kQuantBias);
+}
+
 /// quantize(x, inv, levels) as a float, in full-rate arithmetic (no rounding or conversion
 /// instruction), for the entries x of a vector whose absmax gave inv = quant_of(amax, levels).inv.
 /// Then |x * inv| rounds to at most levels * (1 + 2^-23) (levels < 2^20), so quantize()'s clamp
 /// never applies, and floor(w) for |w| < 2^22 is (w + 1.5 * 2^23 rounded down) - 1.5 * 2^23.
 /// The result is an integer-valued float (never -0), exact in bf16 for levels <= 256.
 __device__ __forceinline__ float quantize_in_range(float x, float inv) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  const float w = __fadd_rn(__fmul_rn(x, inv), 0.5f);
-  return __fsub_rn(__fadd_rd(w, kMagic), kMagic);
+  return __fsub_rn(quantize_biased(x, inv), kQuantBias);
 }
 
 /// quantize_in_range() of 8 entries of such a vector, as bf16 integers (exact: |q| <= 256)
@@ -245,15 +252,12 @@ __device__ __forceinline__ uint4 quantize8_bf16(const float (&x)[8], float inv) 
   return make_uint4(packed[0], packed[1], packed[2], packed[3]);
 }
 
-/// quantize_in_range() of 8 entries as int8 (exact for levels <= 127) packed in a uint2. The
-/// rounding add leaves 1.5 * 2^23 + q in the float, whose low byte is q in two's complement: no
-/// conversion instruction (those run at a quarter of the FMA rate).
+/// quantize_in_range() of 8 entries as int8 (exact for levels <= 127) packed in a uint2: the low
+/// bytes of quantize_biased(), no conversion instruction (those run at a quarter of the FMA rate).
 __device__ __forceinline__ uint2 quantize8_s8(const float (&x)[8], float inv) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   std::uint32_t b[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
-    b[i] = __float_as_uint(__fadd_rd(__fadd_rn(__fmul_rn(x[i], inv), 0.5f), kMagic));
+  for (int i = 0; i < 8; ++i) b[i] = __float_as_uint(quantize_biased(x[i], inv));
   const std::uint32_t lo =
       __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
   const std::uint32_t hi =

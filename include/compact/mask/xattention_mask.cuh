@@ -336,43 +336,47 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 
 /// Compile-time geometry of the scoring kernel: a kM-row x 128-group tile, kWarps warps stacked
 /// along the rows (16 * kRowAtoms rows x 128 groups each, 64 * kRowAtoms fp32 logit
-/// accumulators per thread). A stage holds the query slice (A, quantized), the key slice as
-/// gathered (B, quantized in place) and, for int8 operands, the quantized key slice apart (Bq).
-template <class T, int kD_, int kWarps_, int kRowAtoms_>
+/// accumulators per thread). A stage holds the query slice (A, quantized: kQuantBytes per
+/// element), the key slice as gathered (B, quantized in place for bf16 integers) and, for int8
+/// operands, the quantized key slice apart (Bq). kBaseAlign above 128 (the alignment of dynamic
+/// shared memory) adds that much slack for the kernel to align the stages.
+template <class T, int kD_, int kWarps_, int kRowAtoms_, int kQuantBytes_ = 2, int kBaseAlign_ = 16>
 struct ScoreTraits {
-  using Element = T;                                ///< Query element type (bf16 or fp16).
-  static constexpr bool kWgmma = false;             ///< mma.sync from register fragments.
-  static constexpr int kD = kD_;                    ///< Head dim.
-  static constexpr int kWarps = kWarps_;            ///< Warps per CTA.
-  static constexpr int kRowAtoms = kRowAtoms_;      ///< m16 row atoms per warp.
-  static constexpr int kWarpRows = 16 * kRowAtoms;  ///< Reshaped rows per warp.
-  static constexpr int kThreads = kWarps * 32;      ///< Threads per CTA.
-  static constexpr int kM = kWarps * kWarpRows;     ///< Reshaped rows per tile.
-  static constexpr int kN = kTileGroups;            ///< Key groups per tile.
-  static constexpr int kNAtoms = kN / 8;            ///< n8 column chunks of a tile.
-  static constexpr int kChunks = kD / 8;            ///< 16-byte chunks per raw row.
-  static constexpr int kKSteps = kD / 16;           ///< k16 steps over the head dim.
-  static constexpr bool kInt8 = false;              ///< bf16 integer operands.
-  static constexpr int kQChunks = kChunks;          ///< 16-byte chunks per quantized row.
-  static constexpr int kABytes = kM * kD * 2;       ///< Query (A) tile.
-  static constexpr int kBBytes = kN * kD * 2;       ///< Key (B) tile, quantized in place.
-  static constexpr int kBqBytes = 0;                ///< No separate quantized key tile.
+  using Element = T;                                       ///< Query element type (bf16 or fp16).
+  static constexpr bool kWgmma = false;                    ///< mma.sync from register fragments.
+  static constexpr int kD = kD_;                           ///< Head dim.
+  static constexpr int kWarps = kWarps_;                   ///< Warps per CTA.
+  static constexpr int kRowAtoms = kRowAtoms_;             ///< m16 row atoms per warp.
+  static constexpr int kWarpRows = 16 * kRowAtoms;         ///< Reshaped rows per warp.
+  static constexpr int kThreads = kWarps * 32;             ///< Threads per CTA.
+  static constexpr int kM = kWarps * kWarpRows;            ///< Reshaped rows per tile.
+  static constexpr int kN = kTileGroups;                   ///< Key groups per tile.
+  static constexpr int kNAtoms = kN / 8;                   ///< n8 column chunks of a tile.
+  static constexpr int kChunks = kD / 8;                   ///< 16-byte chunks per gathered row.
+  static constexpr int kKSteps = kD / 16;                  ///< k16 steps over the head dim.
+  static constexpr bool kInt8 = kQuantBytes_ == 1;         ///< int8 operands (Bq apart), else bf16.
+  static constexpr int kQChunks = kD * kQuantBytes_ / 16;  ///< 16-byte chunks per quantized row.
+  static constexpr int kABytes = kM * kD * kQuantBytes_;   ///< Query (A) tile.
+  static constexpr int kBBytes = kN * kD * 2;              ///< Key (B) tile as gathered.
+  static constexpr int kBqBytes = kInt8 ? kN * kD : 0;     ///< Quantized key tile (int8 only).
   static constexpr int kStageBytes = kABytes + kBBytes + kBqBytes;  ///< One stage.
   static constexpr int kOffAScale = 2 * kStageBytes;                ///< [2][kM] f32
   static constexpr int kOffBScale = kOffAScale + 2 * kM * 4;        ///< [2][kN] f32
   static constexpr int kOffKBase = kOffBScale + 2 * kN * 4;         ///< [kN] i64: group's first key
-  static constexpr int kOffQRow = kOffKBase + kN * 8;   ///< [kM] i32: token row at t = 0
-  static constexpr int kOffQMin = kOffQRow + kM * 4;    ///< [kM] i32: first valid segment
-  static constexpr int kSmemBytes = kOffQMin + kM * 4;  ///< Dynamic shared memory per CTA.
-  static constexpr int kBaseAlign = 16;      ///< Alignment of the stage buffers (cp.async's 16 B).
+  static constexpr int kOffQRow = kOffKBase + kN * 8;  ///< [kM] i32: token row at t = 0
+  static constexpr int kOffQMin = kOffQRow + kM * 4;   ///< [kM] i32: first valid segment
+  static constexpr int kBaseAlign = kBaseAlign_;       ///< Alignment of the stage buffers.
+  /// Dynamic shared memory per CTA, with the alignment slack.
+  static constexpr int kSmemBytes = kOffQMin + kM * 4 + (kBaseAlign > 128 ? kBaseAlign : 0);
   static constexpr int kKeyLanes = kChunks;  ///< Lanes that quantize one key (a chunk each).
   static_assert(kChunks % 8 == 0, "the swizzle permutes groups of 8 chunks");
   static_assert(kN == 128, "the block reduction assumes 16 n8 atoms per warp");
+  static_assert(kQuantBytes_ == 1 || kQuantBytes_ == 2, "bf16 integers (2) or int8 (1)");
   /// 16-byte chunk index of (row, chunk) in a row-major tile of any row count: chunk ^ (row % 8)
   /// keeps the eight rows an ldmatrix reads in distinct banks.
-  template <int kRows, int kRowChunks = kChunks>
+  template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return row * kRowChunks + (chunk ^ (row & 7));
+    return row * kChunks + (chunk ^ (row & 7));
   }
 };
 
@@ -385,33 +389,19 @@ struct ScoreTraits {
 /// not 16). kQuantBytes = 1 (levels <= 127, D = 128): int8 operands and m64n64k32 s8 wgmma, half
 /// the tensor work and the query bytes; the keys are quantized from their gathered tile into Bq.
 template <class T, int kD_, int kQuantBytes_ = 2>
-struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1> {
-  using Base = ScoreTraits<T, kD_, 16, 1>;
-  static constexpr bool kWgmma = true;                      ///< wgmma from shared memory.
-  static constexpr int kBaseAlign = 1024;                   ///< A swizzle atom (wgmma descriptors).
-  static constexpr int kKeyLanes = 4;                       ///< Lanes that quantize one key.
-  static constexpr bool kInt8 = kQuantBytes_ == 1;          ///< int8 operands (Bq apart).
-  static constexpr int kQChunks = kD_ * kQuantBytes_ / 16;  ///< Per quantized row.
-  static constexpr int kABytes = Base::kM * kD_ * kQuantBytes_;     ///< Query (A) tile.
-  static constexpr int kBBytes = Base::kN * kD_ * 2;                ///< Key (B) tile as gathered.
-  static constexpr int kBqBytes = kInt8 ? Base::kN * kD_ : 0;       ///< Quantized key tile.
-  static constexpr int kStageBytes = kABytes + kBBytes + kBqBytes;  ///< One stage.
-  static constexpr int kOffAScale = 2 * kStageBytes;                ///< [2][kM] f32
-  static constexpr int kOffBScale = kOffAScale + 2 * Base::kM * 4;  ///< [2][kN] f32
-  static constexpr int kOffKBase = kOffBScale + 2 * Base::kN * 4;   ///< [kN] i64
-  static constexpr int kOffQRow = kOffKBase + Base::kN * 8;         ///< [kM] i32
-  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;          ///< [kM] i32
-  static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + kBaseAlign;  ///< With slack.
-  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0 && kBqBytes % 1024 == 0,
-                "stage buffers must stay on swizzle atoms");
+struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1, kQuantBytes_, 1024> {
+  using Base = ScoreTraits<T, kD_, 16, 1, kQuantBytes_, 1024>;
+  static constexpr bool kWgmma = true;  ///< wgmma from shared memory.
+  static constexpr int kKeyLanes = 4;   ///< Lanes that quantize one key.
+  static_assert(Base::kABytes % 1024 == 0 && Base::kBBytes % 1024 == 0 &&
+                    Base::kBqBytes % 1024 == 0,
+                "stage buffers must stay on swizzle atoms (1024 bytes)");
   static_assert(Base::kChunks % kKeyLanes == 0, "each lane quantizes whole chunks");
-  static_assert(kQuantBytes_ == 1 || kQuantBytes_ == 2, "bf16 integers (2) or int8 (1)");
-  static_assert(!kInt8 || kD_ == 128, "int8 operands fill one 128-byte swizzle row: D = 128");
+  static_assert(!Base::kInt8 || kD_ == 128, "int8 operands fill one 128-byte swizzle row: D = 128");
   /// 16-byte chunk index of (row, chunk) in a tile of kRows rows: column blocks of [kRows] rows
-  /// of 128 bytes, chunk ^ (row % 8) within each (as KernelTraits). kRowChunks is not needed
-  /// here (a column block is 8 chunks wide whatever the row length); it keeps the signature of
-  /// ScoreTraits::swizzle.
-  template <int kRows, int kRowChunks = Base::kChunks>
+  /// of 128 bytes (8 chunks, whatever the element size), chunk ^ (row % 8) within each (as
+  /// KernelTraits).
+  template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
     return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
   }
@@ -442,6 +432,7 @@ struct ScoreParams {
 /// +0 to I first; a zero term's sign never changes y (y starts at +0 and is never -0).
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
+  static_assert(Tr::kWgmma || !Tr::kInt8, "int8 operands need the wgmma kernel");
   using T = typename Tr::Element;
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -528,7 +519,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
       const int r = k / Tr::kQChunks, ch = k % Tr::kQChunks;
       const bool ok = t >= sQMin[r];
       const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
-      arch::cp_async_16(sA + Tr::template swizzle<Tr::kM, Tr::kQChunks>(r, ch) * 16,
+      arch::cp_async_16(sA + Tr::template swizzle<Tr::kM>(r, ch) * 16,
                         ok ? qq + (row * Tr::kQChunks + ch) * 16 : qq, ok);
     }
     for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
@@ -537,33 +528,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
                  ok ? p.scr.qscale + (sQRow[r] - t * hq) : p.scr.qscale, ok);
     }
     // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
-    if constexpr (kPer == 1) {
-      for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
-        const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
-        const int pos = (j0 + jj) * S + t;
-        const bool ok = pos < s.kv_len;
-        const T* src = pool;  // the page table is read only for keys that exist
-        if (ok) {
-          src = pool + ch * 8 +
-                (group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh));
-        }
-        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, src, ok);
-      }
-    } else {
-      // Several chunks a key lane (wgmma): each thread copies the kPer chunks it quantizes
-      // (quantize_keys()), so that after its own cp.async wait it may quantize them unsynchronized.
-      for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
-        const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
-        const int pos = (j0 + jj) * S + t;
-        const bool ok = pos < s.kv_len;
-        const T* src = pool;  // the page table is read only for keys that exist
-        if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
+    // Each thread copies the kPer chunks it quantizes (quantize_keys()), so that after its own
+    // cp.async wait it may quantize them without a barrier (the wgmma kernel does).
+    for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
+      const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
+      const int pos = (j0 + jj) * S + t;
+      const bool ok = pos < s.kv_len;
+      const T* src = pool;  // the page table is read only for keys that exist
+      if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
 #pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          const int ch = part * kPer + c;
-          arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
-                            ok);
-        }
+      for (int c = 0; c < kPer; ++c) {
+        const int ch = part * kPer + c;
+        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
+                          ok);
       }
     }
     arch::cp_async_commit();
@@ -611,9 +588,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
                             v);
             q[h2] = exact::quantize8_s8(v, qt.inv);
           }
-          *reinterpret_cast<uint4*>(
-              stage_bq(stage) +
-              Tr::template swizzle<Tr::kN, Tr::kQChunks>(jj, (part * kPer + c) / 2) * 16) =
+          *reinterpret_cast<uint4*>(stage_bq(stage) +
+                                    Tr::template swizzle<Tr::kN>(jj, (part * kPer + c) / 2) * 16) =
               make_uint4(q[0].x, q[0].y, q[1].x, q[1].y);
         }
       } else {

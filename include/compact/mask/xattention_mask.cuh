@@ -528,19 +528,36 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
                  ok ? p.scr.qscale + (sQRow[r] - t * hq) : p.scr.qscale, ok);
     }
     // Key slice: group j0 + jj, segment t -> key position (j0 + jj) * S + t, straight from pages.
-    // Each thread copies the kPer chunks it quantizes (quantize_keys()), so that after its own
-    // cp.async wait it may quantize them without a barrier (the wgmma kernel does).
-    for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
-      const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
-      const int pos = (j0 + jj) * S + t;
-      const bool ok = pos < s.kv_len;
-      const T* src = pool;  // the page table is read only for keys that exist
-      if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
+    if constexpr (kPer == 1) {
+      // One chunk a thread (mma.sync kernel). The general loop below maps the same chunks to the
+      // same threads, but compiles to other machine code for this kernel; this loop is the one
+      // verified and timed on the GPU.
+      for (int k = tid; k < Tr::kN * Tr::kChunks; k += Tr::kThreads) {
+        const int jj = k / Tr::kChunks, ch = k % Tr::kChunks;
+        const int pos = (j0 + jj) * S + t;
+        const bool ok = pos < s.kv_len;
+        const T* src = pool;  // the page table is read only for keys that exist
+        if (ok) {
+          src = pool + ch * 8 +
+                (group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh));
+        }
+        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, src, ok);
+      }
+    } else {
+      // Several chunks a key lane (wgmma): each thread copies the kPer chunks it quantizes
+      // (quantize_keys()), so that after its own cp.async wait it may quantize them unsynchronized.
+      for (int k = tid; k < Tr::kN * Tr::kKeyLanes; k += Tr::kThreads) {
+        const int jj = k / Tr::kKeyLanes, part = k % Tr::kKeyLanes;
+        const int pos = (j0 + jj) * S + t;
+        const bool ok = pos < s.kv_len;
+        const T* src = pool;  // the page table is read only for keys that exist
+        if (ok) src += group_in_page ? sKBase[jj] + t * key_step : p.cache.offset(b, pos, kvh);
 #pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        const int ch = part * kPer + c;
-        arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
-                          ok);
+        for (int c = 0; c < kPer; ++c) {
+          const int ch = part * kPer + c;
+          arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 8, ok ? src + ch * 8 : pool,
+                            ok);
+        }
       }
     }
     arch::cp_async_commit();

@@ -4,6 +4,7 @@
 // (selected mask bits over causal bits) and, for the summary scores, the scoring GEMM's TFLOP/s.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -112,7 +113,18 @@ struct XAttentionPhases : XAttentionMask {
   unsigned phases;
   XAttentionPhases(const XAttentionParams& p, unsigned ph) : XAttentionMask(p), phases(ph) {}
   void build_device(const MaskArgs& a, cudaStream_t s) const {
-    xattention::build_device(a, params, s, phases);
+    xattention::build_device(a, params, s, phases, force_arch, key_cache);
+  }
+};
+
+/// XAttentionMask with group quantization and a key cache of the problem's sequences, filled
+/// once before timing as an engine's earlier chunks would have left it; each timed build then
+/// re-quantizes only the groups its chunk touches. `phases` as XAttentionPhases.
+struct XAttentionWithKeyCache : XAttentionMask {
+  unsigned phases = xattention::kAllPhases;
+  XAttentionWithKeyCache(const XAttentionParams& p, unsigned ph) : XAttentionMask(p), phases(ph) {}
+  void build_device(const MaskArgs& a, cudaStream_t s) const {
+    xattention::build_device(a, params, s, phases, force_arch, key_cache);
   }
 };
 
@@ -157,9 +169,29 @@ void BM_Mask(benchmark::State& state, Preset preset, int kv_len, int chunk, Mask
       compact::detail::workspace_bytes_of(mask, st.config, st.limits) + 256);
   const MaskArgs args{st.config,    st.limits, st.batch(),
                       prob.cache(), out,       Workspace{scratch.get(), scratch.size()}};
-  if constexpr (std::is_same_v<Mask, XAttentionPhases>) {
+  std::optional<test::DeviceBuffer<std::int8_t>> xa_keys;
+  std::optional<test::DeviceBuffer<float>> xa_scales;
+  if constexpr (std::is_same_v<Mask, XAttentionWithKeyCache>) {
+    const int S = mask.params.stride;
+    xa_keys.emplace(XAttentionKeyCache::key_bytes(st.config, preset.batch, kv_len, S));
+    xa_scales.emplace(XAttentionKeyCache::scale_count(st.config, preset.batch, kv_len, S));
+    mask.key_cache.keys = xa_keys->get();
+    mask.key_cache.scales = xa_scales->get();
+    mask.key_cache.num_slots = preset.batch;
+    mask.key_cache.max_groups = XAttentionKeyCache::groups_for(kv_len, S);
+    mask.key_cache.stride = S;
+    try {
+      mask.refill_key_cache(args, nullptr);
+    } catch (const compact::Error& e) {  // no Hopper int8 scorer here
+      state.SkipWithError(e.what());
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<Mask, XAttentionPhases> ||
+                std::is_same_v<Mask, XAttentionWithKeyCache>) {
     // A partial build times its launches over what one full build left in the scratch.
-    xattention::build_device(args, mask.params, nullptr, xattention::kAllPhases);
+    xattention::build_device(args, mask.params, nullptr, xattention::kAllPhases, mask.force_arch,
+                             mask.key_cache);
   }
   double ms = 0;
   for (auto _ : state) ms = median_ms([&] { mask.build_device(args, nullptr); });
@@ -280,6 +312,21 @@ const int kRegistered = [] {
     XAttentionParams int8 = xp;
     int8.levels = xattention::kInt8Levels;
     add("xattention" + tag + ":int8", kTP2, 131072, XAttentionMask(int8));
+  }
+  // Group quantization (levels 127, Hopper int8 scorer): keys quantized into the scratch every
+  // call, and with a key cache (only the chunk's groups re-quantized), whole and by phase.
+  for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {
+    const std::string tag = xp.stride == 16 ? ":stride16" : "";
+    XAttentionParams g = xp;
+    g.levels = xattention::kInt8Levels;
+    g.quant = XAttentionQuant::group;
+    add("xattention" + tag + ":group", kTP2, 131072, XAttentionMask(g));
+    add("xattention" + tag + ":group_cache", kTP2, 131072,
+        XAttentionWithKeyCache(g, xattention::kAllPhases));
+    add("xattention" + tag + ":group_cache:quantize_only", kTP2, 131072,
+        XAttentionWithKeyCache(g, xattention::kQuantizePhase));
+    add("xattention" + tag + ":group_cache:score_only", kTP2, 131072,
+        XAttentionWithKeyCache(g, xattention::kScorePhase));
   }
   // Launch by launch (each timed after a full build on the same buffers).
   for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {

@@ -584,9 +584,19 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
   // are sums over the query block's groups of each group's softmax mass on kb (2^32 a group).
   // Tolerance: 1% of a group's mass per (qb, kb), averaged over the block's groups (per-token
   // quantization to 255 levels gives 0.02-0.05% here); NaN fails. Both the default levels and
-  // the int8 ones (127).
+  // the int8 ones (127), per token and per antidiagonal group.
   std::uint64_t salt = 9850;
-  for (const auto& [stride, levels] : {std::pair{8, 255}, {16, 255}, {8, 127}, {16, 127}}) {
+  struct Setting {
+    int stride, levels;
+    XAttentionQuant quant;
+  };
+  constexpr XAttentionQuant kToken = XAttentionQuant::token, kGroup = XAttentionQuant::group;
+  for (const auto& [stride, levels, quant] : {Setting{8, 255, kToken},
+                                              {16, 255, kToken},
+                                              {8, 127, kToken},
+                                              {16, 127, kToken},
+                                              {8, 127, kGroup},
+                                              {16, 127, kGroup}}) {
     auto rng = test::rng_for(++salt);
     AttentionConfig c;
     c.num_q_heads = 4;
@@ -605,6 +615,7 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
     XAttentionParams xp;
     xp.stride = stride;
     xp.levels = levels;
+    xp.quant = quant;
     const PagedKV cache = p.cache();
     const ChunkBatch batch = p.batch();
     const MaskArgs args{c, p.limits, batch, cache, BlockMask{}, {}};
@@ -661,8 +672,10 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
     }
     CAPTURE(stride);
     CAPTURE(levels);
-    MESSAGE("XAttention stride " << stride << ", levels " << levels << ": worst block-score error "
-                                 << worst << " of a group's mass");
+    CAPTURE(static_cast<int>(quant));
+    MESSAGE("XAttention stride " << stride << ", levels " << levels
+                                 << (quant == kGroup ? " per group" : " per token")
+                                 << ": worst block-score error " << worst << " of a group's mass");
     CHECK(worst <= 0.01);
   }
 }
@@ -722,6 +735,34 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   xp.levels = 256;  // products would no longer be exact in fp32
   CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
                        Contains("XAttentionMask params.levels = 256"), Error);
+  xp = XAttentionParams{};
+  xp.quant = XAttentionQuant::group;  // int8 operands: at most 127 levels
+  CHECK_THROWS_WITH_AS(XAttentionMask(xp).configure(c, p.limits),
+                       Contains("XAttentionMask params.levels = 255"), Error);
+  xp.levels = xattention::kInt8Levels;
+  CHECK_NOTHROW(XAttentionMask(xp).configure(c, p.limits));
+  XAttentionKeyCache kc;
+  kc.scales = nullptr;
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1),
+                       Contains("XAttentionMask key_cache.scales = nullptr"), Error);
+  std::vector<float> kc_scales(4);
+  kc.scales = kc_scales.data();
+  kc.stride = 16;
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1),
+                       Contains("XAttentionMask key_cache.stride = 16"), Error);
+  kc.stride = 8;
+  kc.max_groups = XAttentionKeyCache::groups_for(p.limits.max_kv_len, 8) - 1;
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1),
+                       Contains("XAttentionMask key_cache.max_groups"), Error);
+  kc.max_groups += 1;
+  kc.num_slots = 1;
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 2),
+                       Contains("XAttentionMask key_cache.num_slots = 1"), Error);
+  const std::int32_t bad_slot[2] = {0, 1};
+  kc.slot_of_seq = bad_slot;  // stands in for the device array
+  kc.host_slot_of_seq = bad_slot;
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 2),
+                       Contains("XAttentionMask key_cache.host_slot_of_seq[1] = 1"), Error);
   XAttentionMask xm;
   xm.force_arch = 70;  // not a scoring kernel (checked before any device query)
   CHECK_THROWS_WITH_AS(xm.configure(c, p.limits), Contains("XAttentionMask::force_arch = 70"),

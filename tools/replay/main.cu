@@ -40,7 +40,7 @@ constexpr const char* kUsage = R"(usage:
     [--selection group_mass|row_threshold] [--group-mass 0.9] [--sharpness 3] [--alpha 0.18]
     [--sink 2] [--window 4] [--last-full 2] [--min-budget 0] [--exclude-forced]
     [--keep-row-best] [--row-best-by-bound] [--row-guarded] [--bound-guarded]
-    [--xa-stride 8] [--xa-threshold 0.9] [--xa-sink 1] [--xa-levels 255]
+    [--xa-stride 8] [--xa-threshold 0.9] [--xa-sink 1] [--xa-levels 255] [--xa-quant token]
     [--path auto|device|host] [--sample-chunks N] [--sample-rows N] [--sample-seed S]
     [--oracle-mass 0.95] [--quiet] [--dump DIR [--dump-only]]
     [--study [--study-lengths 32K,64K,128K] [--study-variants end,mid]]
@@ -82,7 +82,9 @@ Mask sources
                      two best blocks by the bound (flash_prefill's retrieval guard)
   quest              the same selection over per-block min/max key bounds
   xattention         antidiagonal scores; --xa-stride, --xa-threshold, --xa-sink,
-                     --xa-levels (quantization levels; 127: int8 operands on Hopper)
+                     --xa-levels (quantization levels; 127: int8 operands on Hopper),
+                     --xa-quant token|group (one scale per token or per antidiagonal
+                     group; group needs --xa-levels 127 and, on the GPU, Hopper)
 Evaluation
   --path auto        device policies when a GPU is present (every row: recall =
                      exp(lse_sparse - lse_dense), error from both outputs); else the host path:
@@ -167,6 +169,14 @@ Options parse(Args& a) {
   o.xa.threshold = static_cast<float>(a.real("xa-threshold", o.xa.threshold));
   o.xa.sink_blocks = static_cast<int>(a.integer("xa-sink", o.xa.sink_blocks));
   o.xa.levels = static_cast<int>(a.integer("xa-levels", o.xa.levels));
+  if (a.has("xa-quant")) {
+    const std::string q = a.str("xa-quant", "token");
+    if (q == "group") {
+      o.xa.quant = XAttentionQuant::group;
+    } else if (q != "token") {
+      fail("--xa-quant", q, "token or group");
+    }
+  }
   o.sample_chunks = static_cast<int>(a.integer("sample-chunks", o.sample_chunks));
   o.sample_rows = static_cast<int>(a.integer("sample-rows", o.sample_rows));
   o.sample_seed = static_cast<std::uint64_t>(a.integer("sample-seed", 1));
@@ -832,7 +842,8 @@ std::string mask_description(const Options& o) {
     return detail::cat("sink_local (sink ", o.fp.sink_blocks, ", window ", o.fp.window_blocks, ")");
   if (o.mask == "xattention") {
     return detail::cat("xattention (stride ", o.xa.stride, ", threshold ", o.xa.threshold,
-                       ", sink ", o.xa.sink_blocks, ", levels ", o.xa.levels, ")");
+                       ", sink ", o.xa.sink_blocks, ", levels ", o.xa.levels,
+                       o.xa.quant == XAttentionQuant::group ? " per group" : "", ")");
   }
   return o.mask;
 }

@@ -30,8 +30,21 @@
 #include "compact/core/workspace.hpp"
 #include "compact/mask/exact_math.hpp"
 #include "compact/mask/query_block_span.hpp"
+#include "compact/mask/xattention_key_cache.hpp"
 
 namespace compact {
+
+/// How XAttentionMask quantizes queries and keys before its exact integer products.
+enum class XAttentionQuant {
+  /// One absmax scale per token (the default): the S segments of an antidiagonal are summed in
+  /// fp32 after scaling. Every GPU and head dim 64 or 128.
+  token,
+  /// One absmax scale per antidiagonal group (S tokens x D): the tensor cores accumulate the
+  /// whole antidiagonal sum in integers and it is scaled once. Needs levels <= 127; the device
+  /// build needs the Hopper int8 scorer (sm_90a, D = 128) and, to stay under the per-chunk cost
+  /// of re-quantizing every key, an XAttentionKeyCache.
+  group,
+};
 
 /// Hyperparameters of XAttentionMask (defaults: the XAttention paper's code).
 struct XAttentionParams {
@@ -49,6 +62,8 @@ struct XAttentionParams {
   /// 128K chunk 1,024, stride 8: 3.68 against 4.40 ms). Every kernel and the host reference
   /// give the same bits for a given L.
   int levels = 255;
+  /// Quantization granularity (XAttentionQuant::group: levels <= 127).
+  XAttentionQuant quant = XAttentionQuant::token;
 
   /// Throws compact::Error naming `XAttentionMask params.<field>` when out of range.
   void validate(const AttentionConfig& c) const {
@@ -63,6 +78,10 @@ struct XAttentionParams {
     require(sink_blocks >= 0, "XAttentionMask params.sink_blocks", sink_blocks, ">= 0");
     require(levels >= 1 && levels <= 255, "XAttentionMask params.levels", levels,
             "quantization levels in [1, 255] (127 for int8 operands)");
+    require(quant == XAttentionQuant::token || quant == XAttentionQuant::group,
+            "XAttentionMask params.quant", static_cast<int>(quant), "token (0) or group (1)");
+    require(quant != XAttentionQuant::group || levels <= 127, "XAttentionMask params.levels",
+            levels, "at most 127 with params.quant = group (int8 operands)");
   }
 };
 
@@ -89,6 +108,12 @@ COMPACT_HOST_DEVICE inline float term(float dot, float a, float b) {
   return exact::mul(exact::mul(exact::add(dot, 0.0f), a), b);
 }
 
+/// The antidiagonal of group quantization: (float(I) * a) * b with I the exact integer over all
+/// S segments (|I| <= S * D * 127^2 < 2^31, rounded to float once) and a, b the group scales.
+COMPACT_HOST_DEVICE inline float group_term(int whole, float a, float b) {
+  return exact::mul(exact::mul(static_cast<float>(whole), a), b);
+}
+
 /// Mass of block kb for one row in fixed point: W = trunc(sigma * 2^(mu - m_row)).
 COMPACT_HOST_DEVICE inline std::uint32_t row_block_weight(float mu, std::uint32_t sigma,
                                                           float m_row) {
@@ -112,10 +137,10 @@ COMPACT_HOST_DEVICE inline double required_mass(float threshold, std::uint64_t t
 #endif
 }
 
-/// Quantized per-token vectors of one head: integers and scales.
+/// Quantized vectors of one head: integers per token and scales per token (or per group).
 struct TokenQuant {
   std::vector<int> ints;     ///< Quantized elements, [tokens][D].
-  std::vector<float> scale;  ///< Per-token scales, [tokens].
+  std::vector<float> scale;  ///< Scales, [tokens] (XAttentionQuant::group: [groups]).
 };
 
 /// Block scores of every query block of (b, h): A[qb][kb] for kb < last_kb(qb) + 1, the
@@ -142,23 +167,40 @@ inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
     for (int d = 0; d < D; ++d) ints.push_back(exact::quantize(load(d), qt.inv, p.levels));
     scale = qt.scale;
   };
+  auto key_at = [&](int pos, int d) {
+    return load_float(a.cache.k_pages, c.dtype,
+                      static_cast<std::size_t>(a.cache.offset(b, pos, kvh) + d));
+  };
+  auto query_at = [&](int t, int d) {
+    return load_float(
+        a.batch.q, c.dtype,
+        static_cast<std::size_t>((s.q_begin + t) * q_stride) + static_cast<std::size_t>(h) * D + d);
+  };
+  const bool grouped = p.quant == XAttentionQuant::group;
+  // Per token: one scale per vector. Per group: one scale per S tokens (tokens [g*S, g*S + S)
+  // that exist), the integers still stored per token.
+  auto quantize_all = [&](auto&& at, int tokens, TokenQuant& out) {
+    if (!grouped) {
+      out.scale.resize(tokens);
+      for (int t = 0; t < tokens; ++t)
+        quant_row([&](int d) { return at(t, d); }, out.ints, out.scale[t]);
+      return;
+    }
+    out.scale.resize(ceil_div(tokens, S));
+    for (int g = 0; g * S < tokens; ++g) {
+      const int end = min_of(g * S + S, tokens);
+      float amax = 0.0f;
+      for (int t = g * S; t < end; ++t)
+        for (int d = 0; d < D; ++d) amax = std::max(amax, exact::abs(at(t, d)));
+      const exact::Quant qt = exact::quant_of(amax, static_cast<float>(p.levels));
+      for (int t = g * S; t < end; ++t)
+        for (int d = 0; d < D; ++d) out.ints.push_back(exact::quantize(at(t, d), qt.inv, p.levels));
+      out.scale[g] = qt.scale;
+    }
+  };
   TokenQuant keys, queries;
-  keys.scale.resize(s.kv_len);
-  for (int pos = 0; pos < s.kv_len; ++pos) {
-    const std::int64_t at = a.cache.offset(b, pos, kvh);
-    quant_row(
-        [&](int d) {
-          return load_float(a.cache.k_pages, c.dtype, static_cast<std::size_t>(at + d));
-        },
-        keys.ints, keys.scale[pos]);
-  }
-  queries.scale.resize(s.q_len);
-  for (int t = 0; t < s.q_len; ++t) {
-    const std::size_t at =
-        static_cast<std::size_t>((s.q_begin + t) * q_stride) + static_cast<std::size_t>(h) * D;
-    quant_row([&](int d) { return load_float(a.batch.q, c.dtype, at + d); }, queries.ints,
-              queries.scale[t]);
-  }
+  quantize_all(key_at, s.kv_len, keys);
+  quantize_all(query_at, s.q_len, queries);
   const int gpb = Bk / S;  // key groups per KV block
   std::vector<float> x, mu;
   std::vector<std::uint32_t> sigma, w;
@@ -175,6 +217,7 @@ inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
       for (int j = 0; j < n_cand * gpb; ++j) {
         if (!group_visible(s, i, j, S)) continue;
         float y = 0.0f;
+        std::int64_t whole = 0;  // group quantization: the antidiagonal's integer
         for (int t = 0; t < S; ++t) {
           const int r = i * S + S - 1 - t, pos = j * S + t;
           if (r >= s.q_len || pos >= s.kv_len) continue;  // zero terms (+0 leaves y unchanged)
@@ -182,8 +225,13 @@ inline std::vector<std::vector<std::uint64_t>> block_scores(const MaskArgs& a,
           const int* ki = &keys.ints[static_cast<std::size_t>(pos) * D];
           int dot = 0;
           for (int d = 0; d < D; ++d) dot += qi[d] * ki[d];
-          y = exact::add(y, term(static_cast<float>(dot), queries.scale[r], keys.scale[pos]));
+          if (grouped) {
+            whole += dot;
+          } else {
+            y = exact::add(y, term(static_cast<float>(dot), queries.scale[r], keys.scale[pos]));
+          }
         }
+        if (grouped) y = group_term(static_cast<int>(whole), queries.scale[i], keys.scale[j]);
         x[j] = exact::mul(y, cx);
       }
       std::uint32_t row_key = exact::kOrderedMinusInf;
@@ -257,17 +305,22 @@ struct Scratch {
   /// [total_q bound][Hq][D] quantized queries: bf16 integers, or int8 in the first half (the
   /// int8 scorer).
   __nv_bfloat16* qq = nullptr;
-  float* qscale = nullptr;          ///< [total_q bound][Hq].
+  /// [total_q bound][Hq] per-token scales (group quantization: a group's at its first token).
+  float* qscale = nullptr;
   float* mu = nullptr;              ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
   std::uint32_t* sigma = nullptr;   ///< Same shape: fixed-point sums.
   std::uint32_t* weight = nullptr;  ///< Same shape: the selection's row weights W.
-  int groups = 0;                   ///< ceil(max_chunk / stride): reshaped rows per (b, h).
-  int kv_blocks = 0;                ///< ceil(max_kv_len / Bk).
-  std::size_t bytes = 0;            ///< Bytes carved from the workspace.
+  /// Group quantization without an XAttentionKeyCache: every key group of the batch, laid out
+  /// as a cache of max_batch slots (slot b).
+  XAttentionKeyCache keys{};
+  int groups = 0;         ///< ceil(max_chunk / stride): reshaped rows per (b, h).
+  int kv_blocks = 0;      ///< ceil(max_kv_len / Bk).
+  std::size_t bytes = 0;  ///< Bytes carved from the workspace.
 
-  /// Lays the scratch out in [base, base + bytes) for antidiagonal stride `stride`.
-  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, void* base,
-                       std::size_t bytes) {
+  /// Lays the scratch out in [base, base + bytes) for antidiagonal stride `stride`, with room for
+  /// the quantized key groups when `key_groups` (group quantization without a key cache).
+  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, bool key_groups,
+                       void* base, std::size_t bytes) {
     const Geometry g = Geometry::of(c, l);
     Scratch s;
     s.groups = ceil_div(l.max_chunk, stride);
@@ -281,6 +334,15 @@ struct Scratch {
     s.mu = carver.take<float>(cells);
     s.sigma = carver.take<std::uint32_t>(cells);
     s.weight = carver.take<std::uint32_t>(cells);
+    if (key_groups) {
+      s.keys.num_slots = l.max_batch;
+      s.keys.max_groups = XAttentionKeyCache::groups_for(l.max_kv_len, stride);
+      s.keys.stride = stride;
+      s.keys.keys = carver.take<std::int8_t>(
+          XAttentionKeyCache::key_bytes(c, l.max_batch, l.max_kv_len, stride));
+      s.keys.scales =
+          carver.take<float>(XAttentionKeyCache::scale_count(c, l.max_batch, l.max_kv_len, stride));
+    }
     s.bytes = carver.used();
     return s;
   }
@@ -325,6 +387,98 @@ __global__ void __launch_bounds__(256)
     *reinterpret_cast<uint4*>(scr.qq + row * kD + ch * 8) = exact::quantize8_bf16(x, qt.inv);
   }
   if (ch == 0) scr.qscale[row] = qt.scale;
+}
+
+/// Warps per CTA of the group quantization kernels (one warp per group).
+inline constexpr int kQuantWarps = 8;
+
+/// Absmax over a warp's share of `n` 16-byte chunks (`load(k, x)` widens chunk k into x),
+/// reduced over the warp.
+template <class Load>
+__device__ __forceinline__ float warp_absmax(int n, Load&& load) {
+  float amax = 0.0f;
+  for (int k = threadIdx.x % 32; k < n; k += 32) {
+    float x[8];
+    load(k, x);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) amax = fmaxf(amax, exact::abs(x[i]));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  return amax;
+}
+
+/// Group quantization of the queries to `levels` (int8, the first half of scr.qq, per token as
+/// the per-token kernel lays them out): one warp per (reshaped row i, head h) of sequence
+/// blockIdx.y, one scale for its S tokens, at the group's first token in scr.qscale.
+template <class T, int kD>
+__global__ void __launch_bounds__(kQuantWarps * 32)
+    quantize_query_groups_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, int S,
+                                 float levels) {
+  constexpr int kChunks = kD / 8;
+  const int b = blockIdx.y;
+  if (b >= batch.num_seqs) return;
+  const SeqInfo s = seq_info(batch, b);
+  const long long w = static_cast<long long>(blockIdx.x) * kQuantWarps + threadIdx.x / 32;
+  const int i = static_cast<int>(w / c.num_q_heads), h = static_cast<int>(w % c.num_q_heads);
+  if (i * S >= s.q_len) return;  // the whole warp
+  const std::int64_t q_stride =
+      batch.q_stride != 0 ? batch.q_stride : std::int64_t{c.num_q_heads} * kD;
+  const int first = s.q_begin + i * S;
+  const int n = min_of(S, s.q_len - i * S) * kChunks;  // chunks of the group's tokens
+  auto load = [&](int k, float(&x)[8]) {
+    arch::widen8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(batch.q) +
+                                                    (first + k / kChunks) * q_stride +
+                                                    std::int64_t{h} * kD + (k % kChunks) * 8),
+                    x);
+  };
+  const exact::Quant qt = exact::quant_of(warp_absmax(n, load), levels);
+  auto* qq = reinterpret_cast<std::int8_t*>(scr.qq);
+  for (int k = threadIdx.x % 32; k < n; k += 32) {
+    float x[8];
+    load(k, x);
+    const std::int64_t row = std::int64_t{first + k / kChunks} * c.num_q_heads + h;
+    *reinterpret_cast<uint2*>(qq + row * kD + (k % kChunks) * 8) = exact::quantize8_s8(x, qt.inv);
+  }
+  if (threadIdx.x % 32 == 0) scr.qscale[std::int64_t{first} * c.num_q_heads + h] = qt.scale;
+}
+
+/// Group quantization of the keys into `kc`: one warp per group j of (sequence b, KV head kvh) =
+/// blockIdx.y, positions [j*S, j*S + S) from the pages (past the sequence: 0), one scale. Groups
+/// from the one holding the chunk's first position (the chunk's new keys and the partial group
+/// before them) or, when `whole_sequence`, from 0; to ceil(kv_len / S).
+template <class T, int kD>
+__global__ void __launch_bounds__(kQuantWarps * 32)
+    quantize_key_groups_kernel(AttentionConfig c, ChunkBatch batch, PagedKV cache,
+                               XAttentionKeyCache kc, int S, float levels, bool whole_sequence) {
+  constexpr int kChunks = kD / 8;
+  const int kvh = blockIdx.y % c.num_kv_heads, b = blockIdx.y / c.num_kv_heads;
+  if (b >= batch.num_seqs) return;
+  const SeqInfo s = seq_info(batch, b);
+  if (!whole_sequence && s.q_len <= 0) return;
+  const int j = (whole_sequence ? 0 : s.pos() / S) + static_cast<int>(blockIdx.x) * kQuantWarps +
+                static_cast<int>(threadIdx.x / 32);
+  if (j * S >= s.kv_len) return;  // the whole warp
+  const T* pool = static_cast<const T*>(cache.k_pages);
+  const int n = min_of(S, s.kv_len - j * S) * kChunks;  // chunks of the group's keys
+  auto load = [&](int k, float(&x)[8]) {
+    arch::widen8<T>(*reinterpret_cast<const uint4*>(
+                        pool + cache.offset(b, j * S + k / kChunks, kvh) + (k % kChunks) * 8),
+                    x);
+  };
+  const exact::Quant qt = exact::quant_of(warp_absmax(n, load), levels);
+  const std::int64_t at = kc.index(kc.slot(b), kvh, j, c.num_kv_heads);
+  std::int8_t* dst = kc.keys + at * S * kD;
+  for (int k = threadIdx.x % 32; k < S * kChunks; k += 32) {
+    uint2 q = make_uint2(0u, 0u);
+    if (k < n) {
+      float x[8];
+      load(k, x);
+      q = exact::quantize8_s8(x, qt.inv);
+    }
+    *reinterpret_cast<uint2*>(dst + k * 8) = q;
+  }
+  if (threadIdx.x % 32 == 0) kc.scales[at] = qt.scale;
 }
 
 /// Copies 4 bytes from global `src` to shared `dst` asynchronously (zero-filled when `valid` is
@@ -418,7 +572,179 @@ struct ScoreParams {
   int n_tiles = 0;      ///< Group tiles of the limits' longest sequence.
   float cx = 0.0f;      ///< softmax scale * log2(e) / stride.
   float levels = 0.0f;  ///< Quantization levels L of the keys (params.levels).
+  /// Group quantization: the quantized key groups (the caller's cache or the scratch's).
+  XAttentionKeyCache keys{};
 };
+
+/// The (row tile, group tile) of (b, kvh) a scoring CTA owns.
+struct ScoreTile {
+  SeqInfo s{};  ///< Sequence b's chunk.
+  int b = 0;    ///< Sequence.
+  int kvh = 0;  ///< KV head.
+  int m0 = 0;   ///< First tile row: rows m are (local head m / groups, reshaped row m % groups).
+  int j0 = 0;   ///< First key group.
+  int R = 0;    ///< Reshaped rows of the chunk: ceil(q_len / S).
+};
+
+/// The tile of this CTA (blockIdx.x: row tiles side by side within a group tile, so that they
+/// share its keys in L2; blockIdx.y: (b, kvh)); false when it holds no real row or key.
+template <class Tr>
+__device__ __forceinline__ bool score_tile(const ScoreParams& p, ScoreTile& tile) {
+  const int S = p.stride, G = p.c.gqa_group();
+  const int m_tile = static_cast<int>(blockIdx.x % p.m_tiles);
+  const int n_tile = static_cast<int>(blockIdx.x / p.m_tiles);
+  tile.kvh = blockIdx.y % p.c.num_kv_heads;
+  tile.b = blockIdx.y / p.c.num_kv_heads;
+  if (tile.b >= p.batch.num_seqs) return false;
+  tile.s = seq_info(p.batch, tile.b);
+  if (tile.s.q_len <= 0) return false;
+  tile.R = ceil_div(tile.s.q_len, S);
+  const int Rmax = p.scr.groups;
+  tile.m0 = m_tile * Tr::kM;
+  tile.j0 = n_tile * Tr::kN;
+  if (tile.j0 * S > tile.s.kv_len - 1) return false;  // no key of the tile exists
+  bool any = false;                                   // does the tile hold a real row?
+  for (int g = tile.m0 / Rmax; g <= (tile.m0 + Tr::kM - 1) / Rmax && g < G; ++g) {
+    const int lo = max_of(tile.m0 - g * Rmax, 0);
+    any = any || lo < tile.R;
+  }
+  return any;
+}
+
+/// The tile's query address table: row r = (g, i) reads chunk row i*S + S-1-t of head kvh*G + g
+/// at segment t, packed row id sQRow[r] - t * Hq, valid for t >= sQMin[r] (S: never).
+template <class Tr>
+__device__ __forceinline__ void fill_query_rows(const ScoreParams& p, const ScoreTile& tile,
+                                                int* sQRow, int* sQMin) {
+  const int S = p.stride, G = p.c.gqa_group(), Rmax = p.scr.groups;
+  for (int r = threadIdx.x; r < Tr::kM; r += Tr::kThreads) {
+    const int m = tile.m0 + r, g = m / Rmax, i = m % Rmax;
+    const bool ok = g < G && i < tile.R;
+    sQRow[r] = ok ? (tile.s.q_begin + i * S + S - 1) * p.c.num_q_heads + tile.kvh * G + g : 0;
+    sQMin[r] = ok ? max_of(0, i * S + S - tile.s.q_len) : S;
+  }
+}
+
+/// Issues the cp.async copies of segment t's query slice (quantized, from the scratch) into sA
+/// (16-byte chunk ch of row r; the chunk is the same for all of a thread's rows).
+template <class Tr>
+__device__ __forceinline__ void issue_query_slice(const ScoreParams& p, int t, unsigned char* sA,
+                                                  const int* sQRow, const int* sQMin) {
+  const auto* qq = reinterpret_cast<const unsigned char*>(p.scr.qq);
+  const int hq = p.c.num_q_heads;
+  for (int k = threadIdx.x; k < Tr::kM * Tr::kQChunks; k += Tr::kThreads) {
+    const int r = k / Tr::kQChunks, ch = k % Tr::kQChunks;
+    const bool ok = t >= sQMin[r];
+    const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
+    arch::cp_async_16(sA + Tr::template swizzle<Tr::kM>(r, ch) * 16,
+                      ok ? qq + (row * Tr::kQChunks + ch) * 16 : qq, ok);
+  }
+}
+
+/// Epilogue of a scoring tile: logits x = y * cx (-inf where the group is not visible to the
+/// row), then per (row, KV block) mu and sigma over the block's gpb groups, written to the
+/// scratch: a thread's two columns of an atom, its quad (gpb >= 4) and neighbouring atoms
+/// (gpb >= 16). y holds the tile's logits in the mma.sync C layout (warps stacked along rows).
+template <class Tr>
+__device__ __forceinline__ void write_block_stats(const ScoreParams& p, const ScoreTile& tile,
+                                                  float (&y)[Tr::kRowAtoms][Tr::kNAtoms][4]) {
+  const AttentionConfig& c = p.c;
+  const SeqInfo& s = tile.s;
+  const int S = p.stride, G = c.gqa_group(), Rmax = p.scr.groups;
+  const int b = tile.b, kvh = tile.kvh, j0 = tile.j0;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int q4 = lane & 3, r8 = lane >> 2;
+  const int gpb = c.block_k / S;
+  const int n_kb = ceil_div(s.kv_len, c.block_k);
+  const bool all_visible =
+      (j0 + Tr::kN - 1) * S <= s.pos() + min_of(S - 1, s.q_len - 1);  // row i = 0 sees them all
+#pragma unroll
+  for (int a = 0; a < Tr::kRowAtoms; ++a) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int m = tile.m0 + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh;
+      const int g = m / Rmax, i = m % Rmax;
+      const bool row_ok = g < G && i < tile.R;
+      const int last_pos = group_last_pos(s, i, S);
+      float mu[Tr::kNAtoms];
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float x = exact::mul(y[a][n][2 * hh + e], p.cx);
+          if (!all_visible) {
+            const int j = j0 + n * 8 + 2 * q4 + e;
+            x = j * S <= last_pos ? x : -INFINITY;
+          }
+          y[a][n][2 * hh + e] = x;
+        }
+        mu[n] = fmaxf(y[a][n][2 * hh], y[a][n][2 * hh + 1]);  // gpb >= 2: one block
+      }
+      if (gpb == 1) {
+        // Every group is its own block.
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x = y[a][n][2 * hh + e];
+            const float mz = x == 0.0f ? 0.0f : x;
+            const int kb = j0 + n * 8 + 2 * q4 + e;
+            if (row_ok && kb < n_kb) {
+              const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
+              p.scr.mu[cell] = mz;
+              p.scr.sigma[cell] = exact::fix_exp2_nonpos(__fsub_rn(x, mz));
+            }
+          }
+        }
+        continue;
+      }
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        if (gpb >= 4) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 1));
+        if (gpb >= 8) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 2));
+      }
+      if (gpb >= 16) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 2) mu[n] = mu[n + 1] = fmaxf(mu[n], mu[n + 1]);
+      }
+      if (gpb >= 32) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 4) {
+          mu[n] = mu[n + 1] = mu[n + 2] = mu[n + 3] = fmaxf(mu[n], mu[n + 2]);
+        }
+      }
+      std::uint32_t sg[Tr::kNAtoms];
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        mu[n] = mu[n] == 0.0f ? 0.0f : mu[n];  // a zero maximum is +0, as on the host
+        sg[n] = exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh], mu[n])) +
+                exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh + 1], mu[n]));
+        if (gpb >= 4) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 1);
+        if (gpb >= 8) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 2);
+      }
+      if (gpb >= 16) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 2) sg[n] += sg[n + 1];
+      }
+      if (gpb >= 32) {
+#pragma unroll
+        for (int n = 0; n < Tr::kNAtoms; n += 4) sg[n] += sg[n + 2];
+      }
+      // The block of atom n, column 2 q4: written by the lane and atom that start it.
+      const int atoms_per_block = gpb >= 8 ? gpb / 8 : 1;
+      const int lanes_per_block = gpb >= 8 ? 4 : gpb / 2;
+#pragma unroll
+      for (int n = 0; n < Tr::kNAtoms; ++n) {
+        const int kb = (j0 + n * 8 + 2 * q4) / gpb;
+        if (row_ok && kb < n_kb && n % atoms_per_block == 0 && q4 % lanes_per_block == 0) {
+          const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
+          p.scr.mu[cell] = mu[n];
+          p.scr.sigma[cell] = sg[n];
+        }
+      }
+    }
+  }
+}
 
 /// Logits of one (row tile, group tile) of (b, kvh): rows are (local head g, reshaped row i) =
 /// (m / groups, m % groups); y = sum_t (I_t * a_t) * b_t in order t = 0..S-1, x = y * cx; then
@@ -455,6 +781,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
   int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
 
+  // The tile as score_tile() finds it, kept inline: through score_tile() ptxas spilled 24 more
+  // bytes here (CUDA 13.0, sm_90a).
   const AttentionConfig& c = p.c;
   const int S = p.stride, G = c.gqa_group();
   const int m_tile = static_cast<int>(blockIdx.x % p.m_tiles);  // row tiles of a group tile
@@ -776,99 +1104,150 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
     }
   }
 
-  // Logits x = y * cx (-inf where the group is not visible to the row), then per (row, KV block)
-  // mu and sigma over the block's gpb groups: a thread's two columns of an atom, its quad
-  // (gpb >= 4) and neighbouring atoms (gpb >= 16).
-  const int gpb = c.block_k / S;
-  const int n_kb = ceil_div(s.kv_len, c.block_k);
-  const bool all_visible =
-      (j0 + Tr::kN - 1) * S <= s.pos() + min_of(S - 1, s.q_len - 1);  // row i = 0 sees them all
+  ScoreTile tile;
+  tile.s = s;
+  tile.b = b;
+  tile.kvh = kvh;
+  tile.m0 = m0;
+  tile.j0 = j0;
+  tile.R = R;
+  write_block_stats<Tr>(p, tile, y);
+}
+
+/// Geometry of the group-quantization scoring kernel: the sm90a int8 tile (256 reshaped rows x
+/// 128 key groups, 16 warps, the 128-byte-swizzle layout at D = 128), but both operands arrive
+/// quantized (the query slice from the scratch, the key slice from the key groups), so a stage
+/// is just A and B and kStages of them stream the S segments.
+template <class T, int kStages_ = 3>
+struct GroupScoreTraits : ScoreTraitsSm90<T, 128, 1> {
+  using Base = ScoreTraitsSm90<T, 128, 1>;
+  static constexpr int kStages = kStages_;                      ///< cp.async ring depth.
+  static constexpr int kABytes = Base::kM * 128;                ///< Query slice (int8).
+  static constexpr int kBBytes = Base::kN * 128;                ///< Key slice (int8).
+  static constexpr int kStageBytes = kABytes + kBBytes;         ///< One stage.
+  static constexpr int kOffAScale = kStages * kStageBytes;      ///< [kM] f32: row group scales.
+  static constexpr int kOffBScale = kOffAScale + Base::kM * 4;  ///< [kN] f32: key group scales.
+  static constexpr int kOffQRow = kOffBScale + Base::kN * 4;    ///< [kM] i32: token row at t = 0.
+  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;      ///< [kM] i32: first valid segment.
+  /// Dynamic shared memory per CTA, with the 1024-byte alignment slack.
+  static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + 1024;
+  static_assert(kStages >= 2, "the ring needs two stages");
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages stay on swizzle atoms");
+};
+
+/// Scoring with group quantization (XAttentionQuant::group) on Hopper: the same tile, rows and
+/// epilogue as score_kernel, but the int8 wgmma accumulators (int32, exact) run through all S
+/// segments and the antidiagonal is scaled once, y = (float(I) * a_i) * b_j (group_term()).
+/// Per segment, a kStages-deep cp.async ring brings the query slice and the key slice (already
+/// quantized: no conversion in the loop) and one barrier per segment publishes it.
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads, 1) score_group_kernel(ScoreParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw;
+  {
+    const unsigned misalign = arch::smem_addr(smem_raw) % 1024;
+    smem += misalign == 0 ? 0 : 1024 - misalign;
+  }
+  auto stage_a = [&](int st) { return smem + st * Tr::kStageBytes; };
+  auto stage_b = [&](int st) { return smem + st * Tr::kStageBytes + Tr::kABytes; };
+  float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
+  float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
+  int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
+  int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
+
+  ScoreTile tile;
+  if (!score_tile<Tr>(p, tile)) return;
+  const AttentionConfig& c = p.c;
+  const int S = p.stride, G = c.gqa_group(), Rmax = p.scr.groups;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int q4 = lane & 3, r8 = lane >> 2;
+  const int n_groups = ceil_div(tile.s.kv_len, S);
+  const XAttentionKeyCache& kc = p.keys;
+  const std::int64_t g0 = kc.index(kc.slot(tile.b), tile.kvh, tile.j0, c.num_kv_heads);
+  const int group_bytes = S * Tr::kD;
+
+  fill_query_rows<Tr>(p, tile, sQRow, sQMin);
+  for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
+    const int m = tile.m0 + r, g = m / Rmax, i = m % Rmax;
+    const std::int64_t row =
+        std::int64_t{tile.s.q_begin + i * S} * c.num_q_heads + tile.kvh * G + g;
+    sAScale[r] = g < G && i < tile.R ? p.scr.qscale[row] : 0.0f;
+  }
+  for (int jj = tid; jj < Tr::kN; jj += Tr::kThreads)
+    sBScale[jj] = tile.j0 + jj < n_groups ? kc.scales[g0 + jj] : 0.0f;
+
+  // Segment t: query rows as score_kernel, key group j0 + jj's token t (128 bytes, 8 chunks).
+  auto issue = [&](int t, int st) {
+    issue_query_slice<Tr>(p, t, stage_a(st), sQRow, sQMin);
+    unsigned char* sB = stage_b(st);
+    for (int k = tid; k < Tr::kN * 8; k += Tr::kThreads) {
+      const int jj = k / 8, ch = k % 8;
+      const bool ok = tile.j0 + jj < n_groups;
+      const std::int8_t* src = kc.keys;  // groups past the sequence are zero-filled
+      if (ok) src += (g0 + jj) * group_bytes + t * Tr::kD + ch * 16;
+      arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 16, src, ok);
+    }
+    arch::cp_async_commit();
+  };
+
+  int acc[2][32];  // two n64 halves of the warpgroup's 64 rows x 128 groups
+  // Every iteration commits one group (empty past segment S - 1), so the wait count is fixed.
 #pragma unroll
-  for (int a = 0; a < Tr::kRowAtoms; ++a) {
+  for (int st = 0; st < Tr::kStages - 1; ++st) {
+    if (st < S) {
+      issue(st, st);
+    } else {
+      arch::cp_async_commit();
+    }
+  }
+  const int wg = warp / 4;
+#pragma unroll 1
+  for (int t = 0; t < S; ++t) {
+    arch::cp_async_wait<Tr::kStages - 2>();  // this thread's part of segment t landed
+    arch::fence_proxy_async_smem();          // cp.async writes -> wgmma reads
+    __syncthreads();  // segment t published; every warpgroup is done with segment t - 1
+    if (t + Tr::kStages - 1 < S) {
+      issue(t + Tr::kStages - 1, (t + Tr::kStages - 1) % Tr::kStages);
+    } else {
+      arch::cp_async_commit();
+    }
+    const unsigned char* sA = stage_a(t % Tr::kStages);
+    const unsigned char* sB = stage_b(t % Tr::kStages);
+    arch::wgmma_fence();
 #pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int m = m0 + warp * Tr::kWarpRows + a * 16 + r8 + 8 * hh;
-      const int g = m / Rmax, i = m % Rmax;
-      const bool row_ok = g < G && i < R;
-      const int last_pos = group_last_pos(s, i, S);
-      float mu[Tr::kNAtoms];
+    for (int half = 0; half < 2; ++half) {
+      // K-major int8 operands: 32 bytes of K per instruction, four per 128-byte row.
 #pragma unroll
-      for (int n = 0; n < Tr::kNAtoms; ++n) {
+      for (int ks = 0; ks < 4; ++ks) {
+        const std::uint64_t da = arch::smem_desc_sw128(sA + wg * 64 * 128 + ks * 32, 16, 1024);
+        const std::uint64_t db = arch::smem_desc_sw128(sB + half * 64 * 128 + ks * 32, 16, 1024);
+        arch::WgmmaS8<64>::ss(acc[half], da, db, t > 0 || ks > 0);
+      }
+    }
+    arch::wgmma_commit();
+    arch::wgmma_wait<0>();
+  }
+  arch::cp_async_wait<0>();
+
+  float y[Tr::kRowAtoms][Tr::kNAtoms][4];
+  const float as0 = sAScale[warp * 16 + r8], as1 = sAScale[warp * 16 + r8 + 8];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+#pragma unroll
+    for (int cc = 0; cc < 8; ++cc) {
+      const int n = half * 8 + cc;
+      const float2 bs = *reinterpret_cast<const float2*>(sBScale + n * 8 + 2 * q4);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          float x = exact::mul(y[a][n][2 * hh + e], p.cx);
-          if (!all_visible) {
-            const int j = j0 + n * 8 + 2 * q4 + e;
-            x = j * S <= last_pos ? x : -INFINITY;
-          }
-          y[a][n][2 * hh + e] = x;
-        }
-        mu[n] = fmaxf(y[a][n][2 * hh], y[a][n][2 * hh + 1]);  // gpb >= 2: one block
-      }
-      if (gpb == 1) {
-        // Every group is its own block.
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float x = y[a][n][2 * hh + e];
-            const float mz = x == 0.0f ? 0.0f : x;
-            const int kb = j0 + n * 8 + 2 * q4 + e;
-            if (row_ok && kb < n_kb) {
-              const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
-              p.scr.mu[cell] = mz;
-              p.scr.sigma[cell] = exact::fix_exp2_nonpos(__fsub_rn(x, mz));
-            }
-          }
-        }
-        continue;
-      }
-#pragma unroll
-      for (int n = 0; n < Tr::kNAtoms; ++n) {
-        if (gpb >= 4) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 1));
-        if (gpb >= 8) mu[n] = fmaxf(mu[n], __shfl_xor_sync(0xffffffffu, mu[n], 2));
-      }
-      if (gpb >= 16) {
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; n += 2) mu[n] = mu[n + 1] = fmaxf(mu[n], mu[n + 1]);
-      }
-      if (gpb >= 32) {
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; n += 4) {
-          mu[n] = mu[n + 1] = mu[n + 2] = mu[n + 3] = fmaxf(mu[n], mu[n + 2]);
-        }
-      }
-      std::uint32_t sg[Tr::kNAtoms];
-#pragma unroll
-      for (int n = 0; n < Tr::kNAtoms; ++n) {
-        mu[n] = mu[n] == 0.0f ? 0.0f : mu[n];  // a zero maximum is +0, as on the host
-        sg[n] = exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh], mu[n])) +
-                exact::fix_exp2_nonpos(__fsub_rn(y[a][n][2 * hh + 1], mu[n]));
-        if (gpb >= 4) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 1);
-        if (gpb >= 8) sg[n] += __shfl_xor_sync(0xffffffffu, sg[n], 2);
-      }
-      if (gpb >= 16) {
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; n += 2) sg[n] += sg[n + 1];
-      }
-      if (gpb >= 32) {
-#pragma unroll
-        for (int n = 0; n < Tr::kNAtoms; n += 4) sg[n] += sg[n + 2];
-      }
-      // The block of atom n, column 2 q4: written by the lane and atom that start it.
-      const int atoms_per_block = gpb >= 8 ? gpb / 8 : 1;
-      const int lanes_per_block = gpb >= 8 ? 4 : gpb / 2;
-#pragma unroll
-      for (int n = 0; n < Tr::kNAtoms; ++n) {
-        const int kb = (j0 + n * 8 + 2 * q4) / gpb;
-        if (row_ok && kb < n_kb && n % atoms_per_block == 0 && q4 % lanes_per_block == 0) {
-          const std::int64_t cell = p.scr.cell(b, kvh * G + g, i, kb, c.num_q_heads);
-          p.scr.mu[cell] = mu[n];
-          p.scr.sigma[cell] = sg[n];
+          y[0][n][2 * hh + e] =
+              group_term(acc[half][4 * cc + 2 * hh + e], hh ? as1 : as0, e ? bs.y : bs.x);
         }
       }
     }
   }
+  write_block_stats<Tr>(p, tile, y);
 }
 
 /// Parameters of the selection kernel.
@@ -1088,12 +1467,43 @@ inline void validate_force_arch(int force_arch) {
           "code)");
 }
 
+/// Launches the group quantization of the keys into `kc` (XAttentionQuant::group, D = 128): the
+/// groups each sequence's chunk touches, or (`whole_sequence`) all of each sequence's groups.
+inline void launch_key_groups(const MaskArgs& a, const XAttentionParams& params,
+                              const XAttentionKeyCache& kc, bool whole_sequence,
+                              cudaStream_t stream) {
+  const AttentionConfig& c = a.config;
+  const int S = params.stride;
+  // Touched groups: from floor(pos / S) to ceil(kv_len / S), at most ceil(n_b / S) + 1.
+  const int groups =
+      whole_sequence ? ceil_div(a.limits.max_kv_len, S) : ceil_div(a.limits.max_chunk, S) + 1;
+  const dim3 grid(ceil_div(groups, kQuantWarps), a.limits.max_batch * c.num_kv_heads);
+  const auto kernel = c.dtype == DType::bf16 ? quantize_key_groups_kernel<__nv_bfloat16, 128>
+                                             : quantize_key_groups_kernel<__half, 128>;
+  kernel<<<grid, kQuantWarps * 32, 0, stream>>>(c, a.batch, a.cache, kc, S,
+                                                static_cast<float>(params.levels), whole_sequence);
+  COMPACT_CHECK_LAUNCH("xattention::quantize_key_groups_kernel");
+}
+
+/// Throws compact::Error unless group quantization can run on the device: head dim 128 and the
+/// Hopper int8 scorer (sm_90a code on a 9.x GPU, force_arch 0 or 90).
+inline void require_group_device(const AttentionConfig& c, int force_arch) {
+  require(c.head_dim == 128, "config.head_dim", c.head_dim,
+          "128 for XAttentionMask's device build with params.quant = group");
+  require(force_arch != 80 && arch::sm90a_available(), "XAttentionMask params.quant", "group",
+          "token, or a Hopper GPU with sm_90a code and force_arch 0 or 90 (group quantization "
+          "runs on the int8 wgmma scorer only)");
+}
+
 /// Device build of XAttentionMask (arguments validated here): the phases selected in `phases`,
 /// the scoring kernel chosen by `force_arch` (validate_force_arch()). Later phases read what
 /// earlier ones left in the scratch, so a partial call is only meaningful after a full one on the
-/// same arguments. Both scoring kernels give the same bits.
+/// same arguments. Every scoring kernel gives the host reference's bits. With group quantization
+/// the key groups are `key_cache` when it is present() (only the chunk's groups re-quantized),
+/// else the scratch's (all of them, every call).
 inline void build_device(const MaskArgs& a, const XAttentionParams& params, cudaStream_t stream,
-                         unsigned phases, int force_arch = 0) {
+                         unsigned phases, int force_arch = 0,
+                         const XAttentionKeyCache& key_cache = {}) {
   const AttentionConfig& c = a.config;
   params.validate(c);
   validate_force_arch(force_arch);
@@ -1101,8 +1511,17 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   require(c.head_dim == 64 || c.head_dim == 128, "config.head_dim", c.head_dim,
           "64 or 128 for XAttentionMask's device build");
   require_aligned(a.scratch.data, kWorkspaceAlignment, "mask scratch");
+  const bool grouped = params.quant == XAttentionQuant::group;
+  if (grouped) {
+    require_group_device(c, force_arch);
+    if (key_cache.present()) key_cache.validate(c, a.limits, params.stride, a.batch.num_seqs);
+  } else {
+    require(!key_cache.present(), "XAttentionMask key_cache.keys", "set",
+            "nullptr unless params.quant = group (per-token quantization reads the pages)");
+  }
   const Geometry geo = Geometry::of(c, a.limits);
-  const Scratch scr = Scratch::carve(c, a.limits, params.stride, a.scratch.data, a.scratch.bytes);
+  const Scratch scr = Scratch::carve(c, a.limits, params.stride, grouped && !key_cache.present(),
+                                     a.scratch.data, a.scratch.bytes);
   const int N = sort_size(geo);
   const std::size_t select_smem =
       static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
@@ -1112,6 +1531,52 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   COMPACT_CUDA_CHECK(cudaGetDevice(&device));
   COMPACT_CUDA_CHECK(
       cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (grouped) {
+    using Tr = GroupScoreTraits<__nv_bfloat16>;  // the layout is the same for fp16
+    require(Tr::kSmemBytes <= smem_optin, "XAttentionMask params.quant", "group",
+            detail::cat("token on this GPU (", smem_optin,
+                        " bytes of shared memory per block; group "
+                        "quantization needs ",
+                        Tr::kSmemBytes, ")"));
+    const XAttentionKeyCache kc = key_cache.present() ? key_cache : scr.keys;
+    if (phases & kQuantizePhase) {
+      const dim3 grid(ceil_div(scr.groups * c.num_q_heads, kQuantWarps), a.limits.max_batch);
+      const auto kernel = c.dtype == DType::bf16 ? quantize_query_groups_kernel<__nv_bfloat16, 128>
+                                                 : quantize_query_groups_kernel<__half, 128>;
+      kernel<<<grid, kQuantWarps * 32, 0, stream>>>(c, a.batch, scr, params.stride,
+                                                    static_cast<float>(params.levels));
+      COMPACT_CHECK_LAUNCH("xattention::quantize_query_groups_kernel");
+      launch_key_groups(a, params, kc, !key_cache.present(), stream);
+    }
+    if (phases & kScorePhase) {
+      auto launch = [&]<class T>() {
+        using TrT = GroupScoreTraits<T>;
+        ScoreParams sp;
+        sp.c = c;
+        sp.batch = a.batch;
+        sp.cache = a.cache;
+        sp.scr = scr;
+        sp.stride = params.stride;
+        sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, TrT::kM);
+        sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), TrT::kN);
+        sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
+                           1.0f / static_cast<float>(params.stride));
+        sp.levels = static_cast<float>(params.levels);
+        sp.keys = kc;
+        const dim3 grid(sp.m_tiles * sp.n_tiles, a.limits.max_batch * c.num_kv_heads);
+        const auto kernel = score_group_kernel<TrT>;
+        COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                TrT::kSmemBytes));
+        kernel<<<grid, TrT::kThreads, TrT::kSmemBytes, stream>>>(sp);
+        COMPACT_CHECK_LAUNCH("xattention::score_group_kernel");
+      };
+      if (c.dtype == DType::bf16) {
+        launch.template operator()<__nv_bfloat16>();
+      } else {
+        launch.template operator()<__half>();
+      }
+    }
+  }
   auto run = [&]<class T, int kD>() {
     // The scoring kernel, chosen before the queries are quantized for it. wgmma on Hopper with
     // sm_90a code unless force_arch = 80 (H100, TP2 128K chunk 1,024, stride 8: 4.40 against
@@ -1163,7 +1628,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       launch.template operator()<ScoreTraits<T, kD, 4, 2>>();
     }
   };
-  if (c.dtype == DType::bf16) {
+  if (grouped) {
+    // quantization and scoring launched above
+  } else if (c.dtype == DType::bf16) {
     if (c.head_dim == 128)
       run.template operator()<__nv_bfloat16, 128>();
     else
@@ -1208,7 +1675,10 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 ///    Queries and keys are quantized per token to integers in [-L, L] (L = params.levels, 255
 ///    by default) with absmax scales,
 ///    so each q . k is an exact integer (tensor cores and host alike) and the S terms are
-///    summed in order t = 0..S-1 with explicitly rounded fp32 steps.
+///    summed in order t = 0..S-1 with explicitly rounded fp32 steps. With params.quant = group,
+///    one scale per antidiagonal group instead (query group i: its S rows; key group j: its S
+///    positions; L <= 127): the whole antidiagonal is one exact integer I (int32 on the tensor
+///    cores) and x = ((float(I) * a_i) * b_j) * cx.
 /// 3. Row softmax over all visible groups, summed per KV block: for each block kb,
 ///    mu = max x over its groups, sigma = sum 2^(x - mu) (fixed point, 2^20 units); with
 ///    m = max_kb mu, W[kb] = trunc(sigma * 2^(mu - m)), Z = sum_kb W, the row's mass on kb is
@@ -1221,22 +1691,30 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 ///    block after last_kb.
 ///
 /// It inherently reads K: every key of every sequence is read from the pages (the estimate
-/// costs about 1/S of the Q K^T work of dense attention; it does not use KeySummaries).
+/// costs about 1/S of the Q K^T work of dense attention; it does not use KeySummaries), except
+/// with group quantization and an XAttentionKeyCache (`key_cache`), where a chunk quantizes
+/// only the key groups it touches and reads the others as int8 (half the bytes of K).
 ///
 /// Device build: per-token query quantization; a scoring kernel over (b, KV head, 256 reshaped
 /// rows of the GQA group's heads (128 where shared memory is short), 128 key groups) tiles —
 /// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
 /// by every head of the group, one tensor-core pass per segment t (wgmma on Hopper, with int8
 /// operands when params.levels <= 127 at D = 128; mma.sync elsewhere or with `force_arch` = 80)
-/// — writing (mu, sigma) per (row, block) to the
-/// scratch; a selection kernel per mask row (fixed-point normalization, bitonic
-/// sort in shared memory, prefix threshold). Bit-identical to build_host(). Head dims 64 and 128.
+/// — writing (mu, sigma) per (row, block) to the scratch. Group quantization (Hopper, D = 128)
+/// quantizes the query groups and the touched key groups first and scores with int8 wgmma
+/// over already-quantized slices (score_group_kernel). Then a selection kernel per mask row
+/// (fixed-point normalization, bitonic sort in shared memory, prefix threshold). Bit-identical
+/// to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().
   /// Scoring kernel: 0 (default) the fastest available, 80 mma.sync, 90 wgmma (Hopper with
   /// sm_90a code; an error where unavailable), with int8 operands when params.levels <= 127 and
   /// D = 128. Every kernel gives the same bits.
   int force_arch = 0;
+  /// Group quantization's key groups, kept by the caller across chunks (see XAttentionKeyCache).
+  /// Without one (the default) the device build quantizes every key of the batch into its
+  /// scratch each call, which reads the whole K cache.
+  XAttentionKeyCache key_cache{};
 
   XAttentionMask() = default;  ///< Default hyperparameters.
   /// A mask with hyperparameters `p`.
@@ -1252,7 +1730,8 @@ struct XAttentionMask {
 
   /// Scratch bytes of the device build for the config and limits.
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
-    return xattention::Scratch::carve(c, l, params.stride, nullptr, 0).bytes;
+    const bool scratch_keys = params.quant == XAttentionQuant::group && !key_cache.present();
+    return xattention::Scratch::carve(c, l, params.stride, scratch_keys, nullptr, 0).bytes;
   }
 
   /// Host reference (every pointer host memory).
@@ -1275,7 +1754,20 @@ struct XAttentionMask {
 
   /// Device build: three launches with grids fixed by the limits; no allocation, no sync.
   void build_device(const MaskArgs& a, cudaStream_t stream) const {
-    xattention::build_device(a, params, stream, xattention::kAllPhases, force_arch);
+    xattention::build_device(a, params, stream, xattention::kAllPhases, force_arch, key_cache);
+  }
+
+  /// Re-quantizes every key group of the batch's sequences (positions [0, kv_len)) into
+  /// key_cache: for slots whose groups are not current (see XAttentionKeyCache). Reads the whole
+  /// of each sequence's keys; no allocation, no sync.
+  void refill_key_cache(const MaskArgs& a, cudaStream_t stream) const {
+    params.validate(a.config);
+    require(params.quant == XAttentionQuant::group, "XAttentionMask params.quant", "token",
+            "group (only group quantization keeps a key cache)");
+    require_not_null(key_cache.keys, "XAttentionMask key_cache.keys");
+    xattention::require_group_device(a.config, force_arch);
+    key_cache.validate(a.config, a.limits, params.stride, a.batch.num_seqs);
+    xattention::launch_key_groups(a, params, key_cache, true, stream);
   }
 };
 

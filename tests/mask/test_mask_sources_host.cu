@@ -742,6 +742,8 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   xp.levels = xattention::kInt8Levels;
   CHECK_NOTHROW(XAttentionMask(xp).configure(c, p.limits));
   XAttentionKeyCache kc;
+  alignas(16) std::int8_t kc_bytes[16] = {};
+  kc.keys = kc_bytes;
   kc.scales = nullptr;
   CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1),
                        Contains("XAttentionMask key_cache.scales = nullptr"), Error);
@@ -763,6 +765,11 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   kc.host_slot_of_seq = bad_slot;
   CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 2),
                        Contains("XAttentionMask key_cache.host_slot_of_seq[1] = 1"), Error);
+  XAttentionMask with_cache;  // per-token quantization does not use a key cache
+  std::vector<std::int8_t> kc_keys(16);
+  with_cache.key_cache.keys = kc_keys.data();
+  CHECK_THROWS_WITH_AS(with_cache.configure(c, p.limits),
+                       Contains("XAttentionMask key_cache.keys = set"), Error);
   XAttentionMask xm;
   xm.force_arch = 70;  // not a scoring kernel (checked before any device query)
   CHECK_THROWS_WITH_AS(xm.configure(c, p.limits), Contains("XAttentionMask::force_arch = 70"),

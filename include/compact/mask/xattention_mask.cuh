@@ -1720,12 +1720,18 @@ struct XAttentionMask {
   /// A mask with hyperparameters `p`.
   explicit XAttentionMask(const XAttentionParams& p) : params(p) {}
 
-  /// Validates the hyperparameters against the config and the kernel choice against the device
-  /// (probes the current device once for sm_90a code: call at setup, on the device that builds,
-  /// as the engine does).
-  void configure(const AttentionConfig& c, const PlanLimits&) const {
+  /// Validates the hyperparameters against the config, the key cache (if any) against the
+  /// limits and the kernel choice against the device (probes the current device once for sm_90a
+  /// code: call at setup, on the device that builds, as the engine does).
+  void configure(const AttentionConfig& c, const PlanLimits& l) const {
     params.validate(c);
     xattention::validate_force_arch(force_arch);
+    if (key_cache.present()) {
+      require(params.quant == XAttentionQuant::group, "XAttentionMask key_cache.keys", "set",
+              "nullptr unless params.quant = group (per-token quantization reads the pages)");
+      // Slot b for every sequence the limits allow, or a map checked at each build.
+      key_cache.validate(c, l, params.stride, key_cache.slot_of_seq ? 0 : l.max_batch);
+    }
   }
 
   /// Scratch bytes of the device build for the config and limits.

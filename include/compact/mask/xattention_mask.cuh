@@ -1114,14 +1114,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   write_block_stats<Tr>(p, tile, y);
 }
 
-/// Geometry of the group-quantization scoring kernel: the sm90a int8 tile (256 reshaped rows x
-/// 128 key groups, 16 warps, the 128-byte-swizzle layout at D = 128), but both operands arrive
-/// quantized (the query slice from the scratch, the key slice from the key groups), so a stage
-/// is just A and B and kStages of them stream the S segments.
-template <class T, int kStages_ = 3>
-struct GroupScoreTraits : ScoreTraitsSm90<T, 128, 1> {
-  using Base = ScoreTraitsSm90<T, 128, 1>;
-  static constexpr int kStages = kStages_;                      ///< cp.async ring depth.
+/// Geometry of the group-quantization scoring kernel: a kM = 16 * kWarps reshaped rows x 128
+/// key groups tile at D = 128 in the sm90a 128-byte-swizzle layout (one m64 wgmma row block per
+/// warpgroup, as ScoreTraitsSm90), but both operands arrive quantized (the query slice from the
+/// scratch, the key slice from the key groups), so a stage is just A and B and kStages of them
+/// stream the S segments. kMinBlocks CTAs per SM share it: with 8 warps, two CTAs (128 registers
+/// a thread, about 100 KB of shared memory each) overlap one's epilogue, which costs as much as
+/// its MMAs, with the other's segment loop.
+template <class T, int kWarps_ = 8, int kStages_ = 3>
+struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
+  using Base = ScoreTraits<T, 128, kWarps_, 1, 1, 1024>;
+  static constexpr bool kWgmma = true;      ///< wgmma from shared memory.
+  static constexpr int kStages = kStages_;  ///< cp.async ring depth.
+  /// CTAs per SM in the launch bounds: as many as 128 registers a thread allow.
+  static constexpr int kMinBlocks = 65536 / (128 * Base::kThreads);
   static constexpr int kABytes = Base::kM * 128;                ///< Query slice (int8).
   static constexpr int kBBytes = Base::kN * 128;                ///< Key slice (int8).
   static constexpr int kStageBytes = kABytes + kBBytes;         ///< One stage.
@@ -1131,8 +1137,14 @@ struct GroupScoreTraits : ScoreTraitsSm90<T, 128, 1> {
   static constexpr int kOffQMin = kOffQRow + Base::kM * 4;      ///< [kM] i32: first valid segment.
   /// Dynamic shared memory per CTA, with the 1024-byte alignment slack.
   static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + 1024;
+  static_assert(kWarps_ % 4 == 0, "whole warpgroups");
   static_assert(kStages >= 2, "the ring needs two stages");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages stay on swizzle atoms");
+  /// The column-block swizzle of ScoreTraitsSm90 (int8 rows of 128 bytes: one column block).
+  template <int kRows>
+  static __device__ __forceinline__ int swizzle(int row, int chunk) {
+    return ScoreTraitsSm90<T, 128, 1>::template swizzle<kRows>(row, chunk);
+  }
 };
 
 /// Scoring with group quantization (XAttentionQuant::group) on Hopper: the same tile, rows and
@@ -1141,7 +1153,7 @@ struct GroupScoreTraits : ScoreTraitsSm90<T, 128, 1> {
 /// Per segment, a kStages-deep cp.async ring brings the query slice and the key slice (already
 /// quantized: no conversion in the loop) and one barrier per segment publishes it.
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kThreads, 1) score_group_kernel(ScoreParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kernel(ScoreParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw;
   {
@@ -1175,6 +1187,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_group_kernel(ScoreParam
   }
   for (int jj = tid; jj < Tr::kN; jj += Tr::kThreads)
     sBScale[jj] = tile.j0 + jj < n_groups ? kc.scales[g0 + jj] : 0.0f;
+  __syncthreads();  // the tables are read by other threads from the first issue() on
 
   // Segment t: query rows as score_kernel, key group j0 + jj's token t (128 bytes, 8 chunks).
   auto issue = [&](int t, int st) {

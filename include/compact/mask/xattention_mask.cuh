@@ -1118,10 +1118,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 /// key groups tile at D = 128 in the sm90a 128-byte-swizzle layout (one m64 wgmma row block per
 /// warpgroup, as ScoreTraitsSm90), but both operands arrive quantized (the query slice from the
 /// scratch, the key slice from the key groups), so a stage is just A and B and kStages of them
-/// stream the S segments. kMinBlocks CTAs per SM share it: with 8 warps, two CTAs (128 registers
-/// a thread, about 100 KB of shared memory each) overlap one's epilogue, which costs as much as
-/// its MMAs, with the other's segment loop.
-template <class T, int kWarps_ = 8, int kStages_ = 3>
+/// stream the S segments. kMinBlocks CTAs per SM share it. The default, 16 warps (256 rows, one
+/// CTA per SM), is the tile measured on the H100. 8 warps (128 rows, two CTAs per SM of 128
+/// registers a thread and about 100 KB of shared memory each) would let one CTA's epilogue,
+/// which costs about as much as its MMAs, overlap the other's segment loop: it compiles (44 bytes
+/// of spills) and is not yet run, so nothing instantiates it.
+template <class T, int kWarps_ = 16, int kStages_ = 3>
 struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
   using Base = ScoreTraits<T, 128, kWarps_, 1, 1, 1024>;
   static constexpr bool kWgmma = true;      ///< wgmma from shared memory.

@@ -1482,6 +1482,35 @@ inline void validate_force_arch(int force_arch) {
           "code)");
 }
 
+/// Parameters of a scoring kernel of traits Tr (its grid: (m_tiles * n_tiles, max_batch * Hkv)).
+template <class Tr>
+ScoreParams score_params(const MaskArgs& a, const XAttentionParams& params, const Scratch& scr) {
+  const AttentionConfig& c = a.config;
+  ScoreParams sp;
+  sp.c = c;
+  sp.batch = a.batch;
+  sp.cache = a.cache;
+  sp.scr = scr;
+  sp.stride = params.stride;
+  sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, Tr::kM);
+  sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), Tr::kN);
+  sp.cx =
+      exact::mul(exact::mul(c.scale(), exact::kLog2e), 1.0f / static_cast<float>(params.stride));
+  sp.levels = static_cast<float>(params.levels);
+  return sp;
+}
+
+/// Launches `kernel`, a scoring kernel of traits Tr, over the grid of score_params().
+template <class Tr>
+void launch_score(void (*kernel)(ScoreParams), const ScoreParams& sp, int max_batch,
+                  cudaStream_t stream) {
+  const dim3 grid(sp.m_tiles * sp.n_tiles, max_batch * sp.c.num_kv_heads);
+  COMPACT_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
+  COMPACT_CHECK_LAUNCH("xattention scoring kernel");
+}
+
 /// Launches the group quantization of the keys into `kc` (XAttentionQuant::group, D = 128): the
 /// groups each sequence's chunk touches, or (`whole_sequence`) all of each sequence's groups.
 inline void launch_key_groups(const MaskArgs& a, const XAttentionParams& params,
@@ -1566,24 +1595,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
     if (phases & kScorePhase) {
       auto launch = [&]<class T>() {
         using TrT = GroupScoreTraits<T>;
-        ScoreParams sp;
-        sp.c = c;
-        sp.batch = a.batch;
-        sp.cache = a.cache;
-        sp.scr = scr;
-        sp.stride = params.stride;
-        sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, TrT::kM);
-        sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), TrT::kN);
-        sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
-                           1.0f / static_cast<float>(params.stride));
-        sp.levels = static_cast<float>(params.levels);
+        ScoreParams sp = score_params<TrT>(a, params, scr);
         sp.keys = kc;
-        const dim3 grid(sp.m_tiles * sp.n_tiles, a.limits.max_batch * c.num_kv_heads);
-        const auto kernel = score_group_kernel<TrT>;
-        COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                TrT::kSmemBytes));
-        kernel<<<grid, TrT::kThreads, TrT::kSmemBytes, stream>>>(sp);
-        COMPACT_CHECK_LAUNCH("xattention::score_group_kernel");
+        launch_score<TrT>(score_group_kernel<TrT>, sp, a.limits.max_batch, stream);
       };
       if (c.dtype == DType::bf16) {
         launch.template operator()<__nv_bfloat16>();
@@ -1615,23 +1629,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
     }
     if (!(phases & kScorePhase)) return;
     auto launch = [&]<class Tr>() {
-      ScoreParams sp;
-      sp.c = c;
-      sp.batch = a.batch;
-      sp.cache = a.cache;
-      sp.scr = scr;
-      sp.stride = params.stride;
-      sp.m_tiles = ceil_div(c.gqa_group() * scr.groups, Tr::kM);
-      sp.n_tiles = ceil_div(ceil_div(a.limits.max_kv_len, params.stride), Tr::kN);
-      sp.cx = exact::mul(exact::mul(c.scale(), exact::kLog2e),
-                         1.0f / static_cast<float>(params.stride));
-      sp.levels = static_cast<float>(params.levels);
-      const dim3 grid(sp.m_tiles * sp.n_tiles, a.limits.max_batch * c.num_kv_heads);
-      const auto kernel = score_kernel<Tr>;
-      COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              Tr::kSmemBytes));
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
-      COMPACT_CHECK_LAUNCH("xattention::score_kernel");
+      launch_score<Tr>(score_kernel<Tr>, score_params<Tr>(a, params, scr), a.limits.max_batch,
+                       stream);
     };
     if (int8) {
       launch.template operator()<Sm90Int8>();

@@ -109,20 +109,14 @@ MaskProblem& problem_for(const Preset& p, int kv_len, int chunk) {
 }
 
 /// XAttentionMask timing only some of its launches (after one full build on the same buffers).
+/// With `with_key_cache` (group quantization): a key cache of the problem's sequences, filled once
+/// before timing as an engine's earlier chunks would have left it, so each timed build
+/// re-quantizes only the groups its chunk touches.
 struct XAttentionPhases : XAttentionMask {
   unsigned phases;
-  XAttentionPhases(const XAttentionParams& p, unsigned ph) : XAttentionMask(p), phases(ph) {}
-  void build_device(const MaskArgs& a, cudaStream_t s) const {
-    xattention::build_device(a, params, s, phases, force_arch, key_cache);
-  }
-};
-
-/// XAttentionMask with group quantization and a key cache of the problem's sequences, filled
-/// once before timing as an engine's earlier chunks would have left it; each timed build then
-/// re-quantizes only the groups its chunk touches. `phases` as XAttentionPhases.
-struct XAttentionWithKeyCache : XAttentionMask {
-  unsigned phases = xattention::kAllPhases;
-  XAttentionWithKeyCache(const XAttentionParams& p, unsigned ph) : XAttentionMask(p), phases(ph) {}
+  bool with_key_cache;
+  XAttentionPhases(const XAttentionParams& p, unsigned ph, bool cache = false)
+      : XAttentionMask(p), phases(ph), with_key_cache(cache) {}
   void build_device(const MaskArgs& a, cudaStream_t s) const {
     xattention::build_device(a, params, s, phases, force_arch, key_cache);
   }
@@ -175,19 +169,18 @@ void BM_Mask(benchmark::State& state, Preset preset, int kv_len, int chunk, Mask
                       prob.cache(), out,       Workspace{scratch.get(), scratch.size()}};
   std::optional<test::DeviceBuffer<std::int8_t>> xa_keys;
   std::optional<test::DeviceBuffer<float>> xa_scales;
-  if constexpr (std::is_same_v<Mask, XAttentionWithKeyCache>) {
-    const int S = mask.params.stride;
-    xa_keys.emplace(XAttentionKeyCache::key_bytes(st.config, preset.batch, kv_len, S));
-    xa_scales.emplace(XAttentionKeyCache::scale_count(st.config, preset.batch, kv_len, S));
-    mask.key_cache.keys = xa_keys->get();
-    mask.key_cache.scales = xa_scales->get();
-    mask.key_cache.num_slots = preset.batch;
-    mask.key_cache.max_groups = XAttentionKeyCache::groups_for(kv_len, S);
-    mask.key_cache.stride = S;
-    mask.refill_key_cache(args, nullptr);
-  }
-  if constexpr (std::is_same_v<Mask, XAttentionPhases> ||
-                std::is_same_v<Mask, XAttentionWithKeyCache>) {
+  if constexpr (std::is_same_v<Mask, XAttentionPhases>) {
+    if (mask.with_key_cache) {
+      const int S = mask.params.stride;
+      xa_keys.emplace(XAttentionKeyCache::key_bytes(st.config, preset.batch, kv_len, S));
+      xa_scales.emplace(XAttentionKeyCache::scale_count(st.config, preset.batch, kv_len, S));
+      mask.key_cache.keys = xa_keys->get();
+      mask.key_cache.scales = xa_scales->get();
+      mask.key_cache.num_slots = preset.batch;
+      mask.key_cache.max_groups = XAttentionKeyCache::groups_for(kv_len, S);
+      mask.key_cache.stride = S;
+      mask.refill_key_cache(args, nullptr);
+    }
     // A partial build times its launches over what one full build left in the scratch.
     xattention::build_device(args, mask.params, nullptr, xattention::kAllPhases, mask.force_arch,
                              mask.key_cache);
@@ -321,11 +314,11 @@ const int kRegistered = [] {
     g.quant = XAttentionQuant::group;
     add("xattention" + tag + ":group", kTP2, 131072, XAttentionMask(g));
     add("xattention" + tag + ":group_cache", kTP2, 131072,
-        XAttentionWithKeyCache(g, xattention::kAllPhases));
+        XAttentionPhases(g, xattention::kAllPhases, true));
     add("xattention" + tag + ":group_cache:quantize_only", kTP2, 131072,
-        XAttentionWithKeyCache(g, xattention::kQuantizePhase));
+        XAttentionPhases(g, xattention::kQuantizePhase, true));
     add("xattention" + tag + ":group_cache:score_only", kTP2, 131072,
-        XAttentionWithKeyCache(g, xattention::kScorePhase));
+        XAttentionPhases(g, xattention::kScorePhase, true));
   }
   // Launch by launch (each timed after a full build on the same buffers).
   for (const XAttentionParams& xp : {XAttentionParams{}, s16}) {

@@ -781,8 +781,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
   int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
 
-  // The tile as score_tile() finds it, kept inline: through score_tile() ptxas spilled 24 more
-  // bytes here (CUDA 13.0, sm_90a).
+  // The tile as score_tile() finds it, and below the query rows and slices as fill_query_rows()
+  // and issue_query_slice() write them, kept inline: through score_tile() ptxas spilled 24 more
+  // bytes here, and through issue_query_slice() the sm90 kernels compile to other machine code
+  // than the one verified and timed on the GPU (CUDA 13.0, sm_90a).
   const AttentionConfig& c = p.c;
   const int S = p.stride, G = c.gqa_group();
   const int m_tile = static_cast<int>(blockIdx.x % p.m_tiles);  // row tiles of a group tile

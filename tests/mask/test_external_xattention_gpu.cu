@@ -106,6 +106,7 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       {4, 1, 128, DType::bf16, 64, 32, 64, 16, 0.5f, 2, 250, 1800},    // stride 16, Bk / S = 2
       {8, 2, 128, DType::bf16, 128, 64, 16, 16, 0.9f, 2, 300, 5000},   // Bk / S = 4, long KV
       {4, 2, 64, DType::fp16, 32, 16, 16, 16, 0.85f, 2, 200, 3000},    // Bk / S = 1
+      {8, 2, 128, DType::bf16, 64, 128, 16, 8, 0.9f, 2, 600, 4000},    // G * rows = 300: row tiles
   };
   std::uint64_t salt = 9100;
   long long selected = 0, causal = 0;

@@ -1502,17 +1502,15 @@ ScoreParams score_params(const MaskArgs& a, const XAttentionParams& params, cons
   return sp;
 }
 
-/// Launches `kernel` ("launch of <kernel>" in a launch error: `name`), a scoring kernel of traits
-/// Tr, over the grid of score_params().
+/// Launches `kernel`, a scoring kernel of traits Tr, over the grid of score_params(). The caller
+/// checks the launch (COMPACT_CHECK_LAUNCH) so that a launch error names the kernel.
 template <class Tr>
-void launch_score(void (*kernel)(ScoreParams), const char* name, const ScoreParams& sp,
-                  int max_batch, cudaStream_t stream) {
+void launch_score(void (*kernel)(ScoreParams), const ScoreParams& sp, int max_batch,
+                  cudaStream_t stream) {
   const dim3 grid(sp.m_tiles * sp.n_tiles, max_batch * sp.c.num_kv_heads);
   COMPACT_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(sp);
-  // COMPACT_CHECK_LAUNCH takes a literal; the caller names its kernel.
-  detail::check_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
 }
 
 /// Launches the group quantization of the keys into `kc` (XAttentionQuant::group, D = 128): the
@@ -1601,8 +1599,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
         using TrT = GroupScoreTraits<T>;
         ScoreParams sp = score_params<TrT>(a, params, scr);
         sp.keys = kc;
-        launch_score<TrT>(score_group_kernel<TrT>, "launch of xattention::score_group_kernel", sp,
-                          a.limits.max_batch, stream);
+        launch_score<TrT>(score_group_kernel<TrT>, sp, a.limits.max_batch, stream);
+        COMPACT_CHECK_LAUNCH("xattention::score_group_kernel");
       };
       if (c.dtype == DType::bf16) {
         launch.template operator()<__nv_bfloat16>();
@@ -1634,8 +1632,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
     }
     if (!(phases & kScorePhase)) return;
     auto launch = [&]<class Tr>() {
-      launch_score<Tr>(score_kernel<Tr>, "launch of xattention::score_kernel",
-                       score_params<Tr>(a, params, scr), a.limits.max_batch, stream);
+      launch_score<Tr>(score_kernel<Tr>, score_params<Tr>(a, params, scr), a.limits.max_batch,
+                       stream);
+      COMPACT_CHECK_LAUNCH("xattention::score_kernel");
     };
     if (int8) {
       launch.template operator()<Sm90Int8>();

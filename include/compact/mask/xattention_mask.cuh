@@ -1117,33 +1117,39 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 }
 
 /// Geometry of the group-quantization scoring kernel: a kM = 16 * kWarps reshaped rows x 128
-/// key groups tile at D = 128 in the sm90a 128-byte-swizzle layout (one m64 wgmma row block per
-/// warpgroup, as ScoreTraitsSm90), but both operands arrive quantized (the query slice from the
-/// scratch, the key slice from the key groups), so a stage is just A and B and kStages of them
-/// stream the S segments. kMinBlocks CTAs per SM share it. The default, 16 warps (256 rows, one
-/// CTA per SM), is the tile measured on the H100. 8 warps (128 rows, two CTAs per SM of 128
-/// registers a thread and about 100 KB of shared memory each) would let one CTA's epilogue,
-/// which costs about as much as its MMAs, overlap the other's segment loop: it compiles (44 bytes
-/// of spills) and is not yet run, so nothing instantiates it.
-template <class T, int kWarps_ = 16, int kStages_ = 3>
+/// key groups tile at D = 128 in the sm90a 128-byte-swizzle layout (one m64n128 wgmma row block
+/// per warpgroup, as ScoreTraitsSm90), but both operands arrive quantized (the query slice from
+/// the scratch, the key slice from the key groups), so a stage is just A and B. A kStages ring
+/// streams the S segments with kPrefetch of them in flight ahead of the one multiplied; with
+/// kStages >= kPrefetch + 2 a stage is refilled two segments after its last reader, so each
+/// warpgroup leaves one segment of MMAs running across the next barrier and copy issue
+/// (kOverlapMma). kMinBlocks CTAs per SM share it.
+template <class T, int kWarps_ = 16, int kStages_ = 4, int kPrefetch_ = 2>
 struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
   using Base = ScoreTraits<T, 128, kWarps_, 1, 1, 1024>;
-  static constexpr bool kWgmma = true;      ///< wgmma from shared memory.
-  static constexpr int kStages = kStages_;  ///< cp.async ring depth.
+  static constexpr bool kWgmma = true;          ///< wgmma from shared memory.
+  static constexpr int kStages = kStages_;      ///< cp.async ring depth.
+  static constexpr int kPrefetch = kPrefetch_;  ///< Segments copied ahead of the multiplied one.
+  /// One segment's MMAs stay in flight across the next segment's barrier.
+  static constexpr bool kOverlapMma = kStages >= kPrefetch + 2;
   /// CTAs per SM in the launch bounds: as many as 128 registers a thread allow.
   static constexpr int kMinBlocks = 65536 / (128 * Base::kThreads);
-  static constexpr int kABytes = Base::kM * 128;                ///< Query slice (int8).
-  static constexpr int kBBytes = Base::kN * 128;                ///< Key slice (int8).
-  static constexpr int kStageBytes = kABytes + kBBytes;         ///< One stage.
-  static constexpr int kOffAScale = kStages * kStageBytes;      ///< [kM] f32: row group scales.
-  static constexpr int kOffBScale = kOffAScale + Base::kM * 4;  ///< [kN] f32: key group scales.
-  static constexpr int kOffQRow = kOffBScale + Base::kN * 4;    ///< [kM] i32: token row at t = 0.
-  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;      ///< [kM] i32: first valid segment.
+  static constexpr int kABytes = Base::kM * 128;                  ///< Query slice (int8).
+  static constexpr int kBBytes = Base::kN * 128;                  ///< Key slice (int8).
+  static constexpr int kStageBytes = kABytes + kBBytes;           ///< One stage.
+  static constexpr int kACopies = Base::kM * 8 / Base::kThreads;  ///< 16-byte A copies a thread.
+  static constexpr int kBCopies = Base::kN * 8 / Base::kThreads;  ///< 16-byte B copies a thread.
+  static constexpr int kOffAScale = kStages * kStageBytes;        ///< [kM] f32: row group scales.
+  static constexpr int kOffBScale = kOffAScale + Base::kM * 4;    ///< [kN] f32: key group scales.
+  static constexpr int kOffQRow = kOffBScale + Base::kN * 4;      ///< [kM] i32: token row at t = 0.
+  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;  ///< [kM] i32: first valid segment.
   /// Dynamic shared memory per CTA, with the 1024-byte alignment slack.
   static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + 1024;
   static_assert(kWarps_ % 4 == 0, "whole warpgroups");
-  static_assert(kStages >= 2, "the ring needs two stages");
+  static_assert(kPrefetch >= 1 && kStages >= kPrefetch + 1, "the ring holds the copies in flight");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages stay on swizzle atoms");
+  static_assert(Base::kM * 8 % Base::kThreads == 0 && Base::kN * 8 % Base::kThreads == 0,
+                "every thread copies the same number of chunks");
   /// The column-block swizzle of ScoreTraitsSm90 (int8 rows of 128 bytes: one column block).
   template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
@@ -1154,8 +1160,9 @@ struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
 /// Scoring with group quantization (XAttentionQuant::group) on Hopper: the same tile, rows and
 /// epilogue as score_kernel, but the int8 wgmma accumulators (int32, exact) run through all S
 /// segments and the antidiagonal is scaled once, y = (float(I) * a_i) * b_j (group_term()).
-/// Per segment, a kStages-deep cp.async ring brings the query slice and the key slice (already
-/// quantized: no conversion in the loop) and one barrier per segment publishes it.
+/// A thread copies the same 16-byte chunks of every segment's query and key slices (one token
+/// earlier or later), so their addresses are resolved once; per segment a barrier publishes the
+/// landed stage and each warpgroup issues one m64n128k32 wgmma per 32 bytes of K.
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kernel(ScoreParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -1180,7 +1187,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   const int n_groups = ceil_div(tile.s.kv_len, S);
   const XAttentionKeyCache& kc = p.keys;
   const std::int64_t g0 = kc.index(kc.slot(tile.b), tile.kvh, tile.j0, c.num_kv_heads);
-  const int group_bytes = S * Tr::kD;
 
   fill_query_rows<Tr>(p, tile, sQRow, sQMin);
   for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
@@ -1191,26 +1197,50 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   }
   for (int jj = tid; jj < Tr::kN; jj += Tr::kThreads)
     sBScale[jj] = tile.j0 + jj < n_groups ? kc.scales[g0 + jj] : 0.0f;
-  __syncthreads();  // the tables are read by other threads from the first issue() on
+  __syncthreads();  // the tables are read by other threads below
 
-  // Segment t: query rows as score_kernel, key group j0 + jj's token t (128 bytes, 8 chunks).
+  // The copy plan. Query row r at segment t is token row sQRow[r] - t * Hq (valid from segment
+  // sQMin[r] on, zero-filled before); key group j0 + jj's token t is 128 bytes after token t - 1
+  // (groups past the sequence are zero-filled).
+  const auto* qq = reinterpret_cast<const unsigned char*>(p.scr.qq);
+  const std::int64_t a_step = std::int64_t{c.num_q_heads} * 128;
+  const unsigned char* a_src[Tr::kACopies];
+  int a_min[Tr::kACopies], a_dst[Tr::kACopies];
+#pragma unroll
+  for (int u = 0; u < Tr::kACopies; ++u) {
+    const int k = tid + u * Tr::kThreads, r = k / 8, ch = k % 8;
+    a_src[u] = qq + (std::int64_t{sQRow[r]} * 8 + ch) * 16;
+    a_min[u] = sQMin[r];
+    a_dst[u] = Tr::template swizzle<Tr::kM>(r, ch) * 16;
+  }
+  const std::int8_t* b_src[Tr::kBCopies];
+  bool b_ok[Tr::kBCopies];
+  int b_dst[Tr::kBCopies];
+#pragma unroll
+  for (int u = 0; u < Tr::kBCopies; ++u) {
+    const int k = tid + u * Tr::kThreads, jj = k / 8, ch = k % 8;
+    b_ok[u] = tile.j0 + jj < n_groups;
+    b_src[u] = b_ok[u] ? kc.keys + (g0 + jj) * (S * Tr::kD) + ch * 16 : kc.keys;
+    b_dst[u] = Tr::template swizzle<Tr::kN>(jj, ch) * 16;
+  }
   auto issue = [&](int t, int st) {
-    issue_query_slice<Tr>(p, t, stage_a(st), sQRow, sQMin);
+    unsigned char* sA = stage_a(st);
     unsigned char* sB = stage_b(st);
-    for (int k = tid; k < Tr::kN * 8; k += Tr::kThreads) {
-      const int jj = k / 8, ch = k % 8;
-      const bool ok = tile.j0 + jj < n_groups;
-      const std::int8_t* src = kc.keys;  // groups past the sequence are zero-filled
-      if (ok) src += (g0 + jj) * group_bytes + t * Tr::kD + ch * 16;
-      arch::cp_async_16(sB + Tr::template swizzle<Tr::kN>(jj, ch) * 16, src, ok);
+#pragma unroll
+    for (int u = 0; u < Tr::kACopies; ++u) {
+      const bool ok = t >= a_min[u];
+      arch::cp_async_16(sA + a_dst[u], ok ? a_src[u] - t * a_step : qq, ok);
     }
+#pragma unroll
+    for (int u = 0; u < Tr::kBCopies; ++u)
+      arch::cp_async_16(sB + b_dst[u], b_ok[u] ? b_src[u] + t * Tr::kD : b_src[u], b_ok[u]);
     arch::cp_async_commit();
   };
 
-  int acc[2][32];  // two n64 halves of the warpgroup's 64 rows x 128 groups
+  int acc[64];  // the warpgroup's 64 rows x 128 groups
   // Every iteration commits one group (empty past segment S - 1), so the wait count is fixed.
 #pragma unroll
-  for (int st = 0; st < Tr::kStages - 1; ++st) {
+  for (int st = 0; st < Tr::kPrefetch; ++st) {
     if (st < S) {
       issue(st, st);
     } else {
@@ -1220,11 +1250,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   const int wg = warp / 4;
 #pragma unroll 1
   for (int t = 0; t < S; ++t) {
-    arch::cp_async_wait<Tr::kStages - 2>();  // this thread's part of segment t landed
-    arch::fence_proxy_async_smem();          // cp.async writes -> wgmma reads
-    __syncthreads();  // segment t published; every warpgroup is done with segment t - 1
-    if (t + Tr::kStages - 1 < S) {
-      issue(t + Tr::kStages - 1, (t + Tr::kStages - 1) % Tr::kStages);
+    arch::cp_async_wait<Tr::kPrefetch - 1>();  // this thread's part of segment t landed
+    arch::fence_proxy_async_smem();            // cp.async writes -> wgmma reads
+    // Segment t published; every warpgroup's MMAs of the segment whose stage is refilled next
+    // have retired (waited for at the end of the previous iteration).
+    __syncthreads();
+    if (t + Tr::kPrefetch < S) {
+      issue(t + Tr::kPrefetch, (t + Tr::kPrefetch) % Tr::kStages);
     } else {
       arch::cp_async_commit();
     }
@@ -1232,35 +1264,32 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
     const unsigned char* sB = stage_b(t % Tr::kStages);
     arch::wgmma_fence();
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
+    for (int ks = 0; ks < 4; ++ks) {
       // K-major int8 operands: 32 bytes of K per instruction, four per 128-byte row.
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
-        const std::uint64_t da = arch::smem_desc_sw128(sA + wg * 64 * 128 + ks * 32, 16, 1024);
-        const std::uint64_t db = arch::smem_desc_sw128(sB + half * 64 * 128 + ks * 32, 16, 1024);
-        arch::WgmmaS8<64>::ss(acc[half], da, db, t > 0 || ks > 0);
-      }
+      const std::uint64_t da = arch::smem_desc_sw128(sA + wg * 64 * 128 + ks * 32, 16, 1024);
+      const std::uint64_t db = arch::smem_desc_sw128(sB + ks * 32, 16, 1024);
+      arch::WgmmaS8<128>::ss(acc, da, db, t > 0 || ks > 0);
     }
     arch::wgmma_commit();
-    arch::wgmma_wait<0>();
+    if constexpr (Tr::kOverlapMma) {
+      arch::wgmma_wait<1>();  // segment t - 1 retired; segment t runs on
+    } else {
+      arch::wgmma_wait<0>();
+    }
   }
+  arch::wgmma_wait<0>();
   arch::cp_async_wait<0>();
 
   float y[Tr::kRowAtoms][Tr::kNAtoms][4];
   const float as0 = sAScale[warp * 16 + r8], as1 = sAScale[warp * 16 + r8 + 8];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
+  for (int n = 0; n < Tr::kNAtoms; ++n) {
+    const float2 bs = *reinterpret_cast<const float2*>(sBScale + n * 8 + 2 * q4);
 #pragma unroll
-    for (int cc = 0; cc < 8; ++cc) {
-      const int n = half * 8 + cc;
-      const float2 bs = *reinterpret_cast<const float2*>(sBScale + n * 8 + 2 * q4);
+    for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          y[0][n][2 * hh + e] =
-              group_term(acc[half][4 * cc + 2 * hh + e], hh ? as1 : as0, e ? bs.y : bs.x);
-        }
+      for (int e = 0; e < 2; ++e) {
+        y[0][n][2 * hh + e] = group_term(acc[4 * n + 2 * hh + e], hh ? as1 : as0, e ? bs.y : bs.x);
       }
     }
   }
@@ -1293,19 +1322,27 @@ __device__ __forceinline__ std::uint64_t share_of(std::uint32_t w, std::uint64_t
 /// Most reshaped rows of one query block (Bq / S with Bq <= 256).
 inline constexpr int kMaxSelectRows = 256;
 
+/// Most dynamic shared memory a select_kernel CTA takes to hold its row weights: four CTAs of 256
+/// threads per SM stay resident. On the H100 (TP2, 128K, Bq 128) the weights in shared memory took
+/// 0.144 ms against 0.167 ms in the scratch at stride 16 (45 KB a CTA), and 0.330 ms against
+/// 0.266 ms at stride 8 (78 KB: two CTAs per SM).
+inline constexpr std::size_t kSelectSharedWBytes = 56 * 1024;
+
 /// Row normalization, block sums and cumulative-threshold selection for one (b, h, qb).
 ///
 /// 1. One warp per reshaped row: the row maximum m, then W = trunc(sigma * 2^(mu - m)) (kept in
-///    the scratch) and Z = sum W.
+///    shared memory with kSharedW, else in the scratch) and Z = sum W.
 /// 2. One thread per KV block: A[kb] = sum over the rows of floor(W * 2^32 / Z) (exact), and the
 ///    total and forced masses (block reductions).
 /// 3. Bitonic sort of the other blocks by (A desc, kb asc), an exclusive block scan of the sorted
 ///    masses, and the threshold rule; then the row's words.
-template <int kThreads>
+template <int kThreads, bool kSharedW = false>
 __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);                  // [sort_size]
   std::uint32_t* chosen = reinterpret_cast<std::uint32_t*>(keys + p.sort_size);  // [sort_size / 32]
+  // [rows][sort_size]: the row weights W, when they fit (else the scratch's weight cells).
+  std::uint32_t* w_smem = chosen + p.sort_size / 32;
   constexpr int kWarps = kThreads / 32;
   __shared__ std::uint64_t row_z[kMaxSelectRows];
   __shared__ double row_c[kMaxSelectRows];
@@ -1352,7 +1389,11 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
 #pragma unroll 4
     for (int kb = lane; kb < n_cand; kb += 32) {
       const std::uint32_t w = row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
-      p.scr.weight[base + kb] = w;
+      if constexpr (kSharedW) {
+        w_smem[r * p.sort_size + kb] = w;
+      } else {
+        p.scr.weight[base + kb] = w;
+      }
       z += w;
     }
 #pragma unroll
@@ -1374,8 +1415,13 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
       for (int r = 0; r < rows; ++r) {
         const std::uint64_t z = row_z[r];
         if (z == 0) continue;
-        a += share_of(p.scr.weight[base + static_cast<std::int64_t>(r) * p.scr.kv_blocks], z,
-                      row_c[r]);
+        std::uint32_t w;
+        if constexpr (kSharedW) {
+          w = w_smem[r * N + kb];
+        } else {
+          w = p.scr.weight[base + static_cast<std::int64_t>(r) * p.scr.kv_blocks];
+        }
+        a += share_of(w, z, row_c[r]);
       }
     }
     const bool forced = cand && forced_on(p.xp, span, kb);
@@ -1668,11 +1714,17 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   sel.mask = a.mask;
   sel.sort_size = N;
   constexpr int kThreads = 256;
-  const auto kernel = select_kernel<kThreads>;
+  // The row weights (a query block's rows x sort_size words: 36 KB at Bq = 128, stride 16, 128K)
+  // in shared memory next to the sort where that keeps four CTAs per SM, else in the scratch.
+  const std::size_t w_bytes = static_cast<std::size_t>(ceil_div(c.block_q, params.stride) + 1) *
+                              static_cast<std::size_t>(N) * 4;
+  const bool shared_w = select_smem + w_bytes <= kSelectSharedWBytes;
+  const auto kernel = shared_w ? select_kernel<kThreads, true> : select_kernel<kThreads, false>;
+  const std::size_t smem = select_smem + (shared_w ? w_bytes : 0);
   COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(select_smem)));
+                                          static_cast<int>(smem)));
   const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
-  kernel<<<grid, kThreads, select_smem, stream>>>(sel);
+  kernel<<<grid, kThreads, smem, stream>>>(sel);
   COMPACT_CHECK_LAUNCH("xattention::select_kernel");
 }
 

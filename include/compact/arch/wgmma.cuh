@@ -1,6 +1,6 @@
 /// @file wgmma.cuh
 /// @brief Hopper warpgroup MMA (sm90a): shared-memory descriptors, fences, m64nNk16 bf16/f16,
-/// m64n64k32 int8.
+/// m64n64k32 and m64n128k32 int8.
 #pragma once
 
 #include <cstdint>

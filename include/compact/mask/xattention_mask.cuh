@@ -625,22 +625,6 @@ __device__ __forceinline__ void fill_query_rows(const ScoreParams& p, const Scor
   }
 }
 
-/// Issues the cp.async copies of segment t's query slice (quantized, from the scratch) into sA
-/// (16-byte chunk ch of row r; the chunk is the same for all of a thread's rows).
-template <class Tr>
-__device__ __forceinline__ void issue_query_slice(const ScoreParams& p, int t, unsigned char* sA,
-                                                  const int* sQRow, const int* sQMin) {
-  const auto* qq = reinterpret_cast<const unsigned char*>(p.scr.qq);
-  const int hq = p.c.num_q_heads;
-  for (int k = threadIdx.x; k < Tr::kM * Tr::kQChunks; k += Tr::kThreads) {
-    const int r = k / Tr::kQChunks, ch = k % Tr::kQChunks;
-    const bool ok = t >= sQMin[r];
-    const std::int64_t row = static_cast<std::int64_t>(sQRow[r] - t * hq);
-    arch::cp_async_16(sA + Tr::template swizzle<Tr::kM>(r, ch) * 16,
-                      ok ? qq + (row * Tr::kQChunks + ch) * 16 : qq, ok);
-  }
-}
-
 /// Epilogue of a scoring tile: logits x = y * cx (-inf where the group is not visible to the
 /// row), then per (row, KV block) mu and sigma over the block's gpb groups, written to the
 /// scratch: a thread's two columns of an atom, its quad (gpb >= 4) and neighbouring atoms
@@ -781,9 +765,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
   int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
 
-  // The tile as score_tile() finds it, and below the query rows and slices as fill_query_rows()
-  // and issue_query_slice() write them, kept inline: through score_tile() ptxas spilled 24 more
-  // bytes here, and through issue_query_slice() the sm90 kernels compile to other machine code
+  // The tile as score_tile() finds it, and below the query rows as fill_query_rows() writes them
+  // and their slices' copies, kept inline: through score_tile() ptxas spilled 24 more bytes
+  // here, and through a shared slice-copy helper the sm90 kernels compiled to other machine code
   // than the one verified and timed on the GPU (CUDA 13.0, sm_90a).
   const AttentionConfig& c = p.c;
   const int S = p.stride, G = c.gqa_group();
@@ -1715,7 +1699,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   sel.sort_size = N;
   constexpr int kThreads = 256;
   // The row weights (a query block's rows x sort_size words: 36 KB at Bq = 128, stride 16, 128K)
-  // in shared memory next to the sort where that keeps four CTAs per SM, else in the scratch.
+  // in shared memory next to the sort where that keeps four CTAs per SM, else in the scratch. A
+  // block takes at most ceil(Bq / S) rows; the one more reserved here is what the launches timed
+  // on the H100 took (dropping it changes their occupancy, unmeasured).
   const std::size_t w_bytes = static_cast<std::size_t>(ceil_div(c.block_q, params.stride) + 1) *
                               static_cast<std::size_t>(N) * 4;
   const bool shared_w = select_smem + w_bytes <= kSelectSharedWBytes;

@@ -107,6 +107,9 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       {8, 2, 128, DType::bf16, 128, 64, 16, 16, 0.9f, 2, 300, 5000},   // Bk / S = 4, long KV
       {4, 2, 64, DType::fp16, 32, 16, 16, 16, 0.85f, 2, 200, 3000},    // Bk / S = 1
       {8, 2, 128, DType::bf16, 64, 128, 16, 8, 0.9f, 2, 600, 4000},    // G * rows = 300: row tiles
+      // The group scorer's Bk / S specializations (16: above; 8 here) and its runtime path at 32.
+      {8, 2, 128, DType::fp16, 64, 128, 32, 16, 0.9f, 2, 500, 4000},  // Bk / S = 8
+      {4, 2, 128, DType::bf16, 128, 128, 16, 4, 0.9f, 2, 300, 3000},  // Bk / S = 32
       // 33 rows x 512 sorted blocks: the selection's row weights past kSelectSharedWBytes stay
       // in the scratch (the others' fit in shared memory).
       {4, 1, 64, DType::fp16, 128, 16, 16, 4, 0.9f, 2, 300, 6000},

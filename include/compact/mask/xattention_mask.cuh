@@ -1131,9 +1131,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 /// that one CTA's epilogue overlaps the other's segment loop: on an H100 (TP2 128K chunk 1,024,
 /// 2026-12-07) 1.02 ms of scoring at stride 8 against 1.07 ms for 16 warps x 4 stages (one CTA
 /// per SM), 0.457 against 0.478 ms at stride 16.
-template <class T, int kWarps_ = 8, int kStages_ = 3, int kPrefetch_ = 2>
-struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
-  using Base = ScoreTraits<T, 128, kWarps_, 1, 1, 1024>;
+///
+/// Both operands arrive as int8 and their scales as fp32, so the config's element type never
+/// enters the kernel: one instantiation serves bf16 and fp16 (the base's Element is nominal).
+template <int kWarps_ = 8, int kStages_ = 3, int kPrefetch_ = 2>
+struct GroupScoreTraits : ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024> {
+  using Base = ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024>;
   static constexpr bool kWgmma = true;          ///< wgmma from shared memory.
   static constexpr int kStages = kStages_;      ///< cp.async ring depth.
   static constexpr int kPrefetch = kPrefetch_;  ///< Segments copied ahead of the multiplied one.
@@ -1160,7 +1163,7 @@ struct GroupScoreTraits : ScoreTraits<T, 128, kWarps_, 1, 1, 1024> {
   /// The column-block swizzle of ScoreTraitsSm90 (int8 rows of 128 bytes: one column block).
   template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return ScoreTraitsSm90<T, 128, 1>::template swizzle<kRows>(row, chunk);
+    return ScoreTraitsSm90<__nv_bfloat16, 128, 1>::template swizzle<kRows>(row, chunk);
   }
 };
 
@@ -1648,7 +1651,7 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   COMPACT_CUDA_CHECK(
       cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (grouped) {
-    using Tr = GroupScoreTraits<__nv_bfloat16>;  // the layout is the same for fp16
+    using Tr = GroupScoreTraits<>;
     require(Tr::kSmemBytes <= smem_optin, "XAttentionMask params.quant", "group",
             detail::cat("token on this GPU (", smem_optin,
                         " bytes of shared memory per block; group "
@@ -1665,20 +1668,16 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       launch_key_groups(a, params, kc, !key_cache.present(), stream);
     }
     if (phases & kScorePhase) {
-      // Both operands arrive as int8 and the scales as fp32, so one instantiation serves bf16 and
-      // fp16 configs; the block width in key groups is a template argument for the common
-      // block_k / stride (16 and 8: stride 8 and 16 at block_k 128), runtime otherwise.
-      auto launch = [&]<class Tr>() {
-        ScoreParams sp = score_params<Tr>(a, params, scr);
-        sp.keys = kc;
-        const int gpb = c.block_k / params.stride;
-        const auto kernel = gpb == 16  ? score_group_kernel<Tr, 16>
-                            : gpb == 8 ? score_group_kernel<Tr, 8>
-                                       : score_group_kernel<Tr, 0>;
-        launch_score<Tr>(kernel, sp, a.limits.max_batch, stream);
-        COMPACT_CHECK_LAUNCH("xattention::score_group_kernel");
-      };
-      launch.template operator()<GroupScoreTraits<__nv_bfloat16>>();
+      // The block width in key groups is a template argument for the common block_k / stride
+      // (16 and 8: stride 8 and 16 at block_k 128), runtime otherwise.
+      ScoreParams sp = score_params<Tr>(a, params, scr);
+      sp.keys = kc;
+      const int gpb = c.block_k / params.stride;
+      const auto kernel = gpb == 16  ? score_group_kernel<Tr, 16>
+                          : gpb == 8 ? score_group_kernel<Tr, 8>
+                                     : score_group_kernel<Tr, 0>;
+      launch_score<Tr>(kernel, sp, a.limits.max_batch, stream);
+      COMPACT_CHECK_LAUNCH("xattention::score_group_kernel");
     }
   }
   auto run = [&]<class T, int kD>() {

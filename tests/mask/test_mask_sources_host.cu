@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -680,6 +681,83 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
   }
 }
 
+TEST_CASE("XAttention group tiles: key cache and query tiles are permutations of their buffers") {
+  // The group scorer bulk-copies 16 KB blocks of these buffers straight into its stages, so every
+  // (group, position, chunk) must own one 16-byte chunk of the buffer, in the 128-byte swizzle of
+  // the wgmma descriptors (chunk c of row r at c ^ r % 8), one block per tile and position.
+  AttentionConfig c;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 128;
+  for (const int S : {4, 8, 16}) {
+    CAPTURE(S);
+    const int max_kv_len = 3000, slots = 2;
+    XAttentionKeyCache kc;
+    kc.max_groups = XAttentionKeyCache::groups_for(max_kv_len, S);
+    CHECK(kc.max_groups % XAttentionKeyCache::kTileGroups == 0);
+    CHECK(kc.max_groups >= (max_kv_len + S - 1) / S);
+    const std::size_t bytes = XAttentionKeyCache::key_bytes(c, slots, max_kv_len, S);
+    std::vector<int> owner(bytes / 16, -1);
+    bool all_ok = true;
+    for (int slot = 0; slot < slots; ++slot) {
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        for (int j = 0; j < kc.max_groups; ++j) {
+          const std::int64_t gi = kc.index(slot, h, j, c.num_kv_heads);
+          for (int t = 0; t < S; ++t) {
+            for (int ch = 0; ch < 8; ++ch) {
+              const std::int64_t off = XAttentionKeyCache::key_offset(gi, t, ch, S);
+              // Within its tile's block for position t: row j % 128, chunk ch ^ (j % 8).
+              const std::int64_t block = (gi / 128) * S + t;
+              const bool ok = off % 16 == 0 && off >= 0 && static_cast<std::size_t>(off) < bytes &&
+                              off / 16384 == block &&
+                              off % 16384 == ((j % 128) * 8 + (ch ^ (j % 8))) * 16 &&
+                              owner[off / 16] < 0;
+              all_ok = all_ok && ok;
+              if (ok) owner[off / 16] = 1;
+            }
+          }
+        }
+      }
+    }
+    CHECK(all_ok);
+    CHECK(std::count(owner.begin(), owner.end(), -1) == 0);
+
+    PlanLimits l;
+    l.max_batch = 3;
+    l.max_chunk = 1000;  // 1000 / S rows per head: tiles straddle heads
+    l.max_kv_len = max_kv_len;
+    const xattention::Scratch scr = xattention::Scratch::carve(c, l, S, true, false, nullptr, 0);
+    const int G = c.gqa_group();
+    CHECK(scr.q_tiles == (G * scr.groups + 127) / 128);
+    CHECK(scr.qq == nullptr);  // group quantization reads the tiles only
+    const std::size_t q_bytes =
+        static_cast<std::size_t>(l.max_batch) * c.num_kv_heads * scr.q_tiles * S * 128 * 128;
+    std::vector<int> q_owner(q_bytes / 16, -1);
+    bool q_ok = true;
+    for (int b = 0; b < l.max_batch; ++b) {
+      for (int kvh = 0; kvh < c.num_kv_heads; ++kvh) {
+        for (int tile = 0; tile < scr.q_tiles; ++tile) {
+          for (int t = 0; t < S; ++t) {
+            for (int row = 0; row < 128; ++row) {
+              for (int ch = 0; ch < 8; ++ch) {
+                const std::int64_t off =
+                    scr.query_tile_offset(b, kvh, tile, t, row, ch, S, c.num_kv_heads);
+                const bool ok = off >= 0 && static_cast<std::size_t>(off) < q_bytes &&
+                                off % 16384 == (row * 8 + (ch ^ (row % 8))) * 16 &&
+                                q_owner[off / 16] < 0;
+                q_ok = q_ok && ok;
+                if (ok) q_owner[off / 16] = 1;
+              }
+            }
+          }
+        }
+      }
+    }
+    CHECK(q_ok);
+    CHECK(std::count(q_owner.begin(), q_owner.end(), -1) == 0);
+  }
+}
+
 TEST_CASE("ExternalMask host: the source plus the chunk's blocks, never the future") {
   auto rng = test::rng_for(9901);
   const test::HostProblem p = random_problem(9902, 4, 2, 32, 16, 3);
@@ -756,7 +834,12 @@ TEST_CASE("mask sources: bad hyperparameters and missing inputs name themselves"
   kc.max_groups = XAttentionKeyCache::groups_for(p.limits.max_kv_len, 8) - 1;
   CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1),
                        Contains("XAttentionMask key_cache.max_groups"), Error);
-  kc.max_groups += 1;
+  kc.max_groups = XAttentionKeyCache::groups_for(p.limits.max_kv_len, 8) + 1;  // not whole tiles
+  const std::string not_whole = detail::cat("XAttentionMask key_cache.max_groups = ", kc.max_groups,
+                                            ": expected a multiple of 128");
+  CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 1), Contains(not_whole.c_str()), Error);
+  kc.max_groups = XAttentionKeyCache::groups_for(p.limits.max_kv_len, 8);
+  CHECK(kc.max_groups % XAttentionKeyCache::kTileGroups == 0);
   kc.num_slots = 1;
   CHECK_THROWS_WITH_AS(kc.validate(c, p.limits, 8, 2),
                        Contains("XAttentionMask key_cache.num_slots = 1"), Error);

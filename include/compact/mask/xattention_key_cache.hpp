@@ -18,8 +18,11 @@ namespace compact {
 /// `XAttentionQuant::group`), kept by the caller across chunks as the K cache is.
 ///
 /// Group j of (slot, KV head h) holds positions [j*S, j*S + S) of the sequence (S = the mask's
-/// stride) quantized together: `keys` holds S x D int8 integers in [-L, L] (token-major,
-/// positions past the sequence as 0) and `scales` their one absmax scale. A device build
+/// stride) quantized together: `keys` holds S x D int8 integers in [-L, L] (positions past the
+/// sequence as 0) and `scales` their one absmax scale. `keys` is laid out as the scorer's shared
+/// memory tiles (key_offset()): per kTileGroups groups and position t, one contiguous block of
+/// kTileGroups rows of D = 128 bytes in the 128-byte swizzle, so that a scorer stage is one bulk
+/// copy; treat it as opaque. A device build
 /// re-quantizes the groups its chunk touches, [floor(pos / S), ceil(kv_len / S)) with pos the
 /// chunk's first position, and reads the others as they are: before a chunk, groups below
 /// floor(pos / S) must hold the sequence's current keys. That holds when every earlier chunk of
@@ -28,18 +31,39 @@ namespace compact {
 /// elsewhere, keys rewritten) call XAttentionMask::refill_key_cache() first. The host build
 /// neither reads nor writes it.
 struct XAttentionKeyCache {
-  std::int8_t* keys = nullptr;  ///< [num_slots][Hkv][max_groups][S * D] int8 (16-byte aligned).
-  float* scales = nullptr;      ///< [num_slots][Hkv][max_groups] absmax scales.
-  int num_slots = 0;            ///< Sequence slots the buffers hold.
-  int max_groups = 0;           ///< Groups per (slot, head): >= ceil(max_kv_len / S).
-  int stride = 0;               ///< S the cache was laid out for (must equal the mask's).
+  /// [num_slots][Hkv][max_groups / kTileGroups][S][kTileGroups * D] int8 (16-byte aligned).
+  std::int8_t* keys = nullptr;
+  float* scales = nullptr;  ///< [num_slots][Hkv][max_groups] absmax scales.
+  int num_slots = 0;        ///< Sequence slots the buffers hold.
+  /// Groups per (slot, head): a multiple of kTileGroups, >= ceil(max_kv_len / S).
+  int max_groups = 0;
+  int stride = 0;  ///< S the cache was laid out for (must equal the mask's).
   /// Optional [num_seqs] device array: slot of batch sequence b (null: slot b).
   const std::int32_t* slot_of_seq = nullptr;
   /// Optional host copy of slot_of_seq: when given, every slot id is checked on the host.
   const std::int32_t* host_slot_of_seq = nullptr;
 
-  /// Groups per (slot, head) that cover `max_kv_len` tokens at stride `stride`.
-  static int groups_for(int max_kv_len, int stride) { return ceil_div(max_kv_len, stride); }
+  /// Key groups of one scorer tile (the rows of one `keys` block).
+  static constexpr int kTileGroups = 128;
+  /// Head dimension of the layout (one swizzled 128-byte row per position).
+  static constexpr int kD = 128;
+
+  /// Groups per (slot, head) that cover `max_kv_len` tokens at stride `stride`, rounded up to
+  /// whole tiles.
+  static int groups_for(int max_kv_len, int stride) {
+    return ceil_div(ceil_div(max_kv_len, stride), kTileGroups) * kTileGroups;
+  }
+  /// 16-byte chunk of (row, chunk) in a block of 128-byte rows swizzled as the scorer's tiles
+  /// (chunk ^ row % 8 within each row: the 128-byte swizzle its wgmma descriptors name).
+  COMPACT_HOST_DEVICE static int tile_chunk(int row, int chunk) {
+    return row * 8 + (chunk ^ (row & 7));
+  }
+  /// Byte offset in `keys` of 16-byte chunk `chunk` of position t of group `gi` (an index()),
+  /// stride S.
+  COMPACT_HOST_DEVICE static std::int64_t key_offset(std::int64_t gi, int t, int chunk, int S) {
+    const int row = static_cast<int>(gi % kTileGroups);
+    return ((gi / kTileGroups) * S + t) * (kTileGroups * kD) + tile_chunk(row, chunk) * 16;
+  }
   /// Bytes of `keys` for the config, slot count and limits.
   static std::size_t key_bytes(const AttentionConfig& c, int num_slots, int max_kv_len,
                                int stride) {
@@ -72,8 +96,10 @@ struct XAttentionKeyCache {
     require_aligned(keys, 16, "XAttentionMask key_cache.keys");
     require(stride == S, "XAttentionMask key_cache.stride", stride,
             cat("params.stride (", S, "): the groups are laid out for one stride"));
-    require(max_groups >= groups_for(l.max_kv_len, S), "XAttentionMask key_cache.max_groups",
-            max_groups, cat(">= ceil(limits.max_kv_len / stride) = ", groups_for(l.max_kv_len, S)));
+    require(max_groups >= groups_for(l.max_kv_len, S) && max_groups % kTileGroups == 0,
+            "XAttentionMask key_cache.max_groups", max_groups,
+            cat("a multiple of ", kTileGroups, " >= ceil(limits.max_kv_len / stride) (",
+                groups_for(l.max_kv_len, S), ": groups_for())"));
     require(num_slots >= 1, "XAttentionMask key_cache.num_slots", num_slots, "a positive count");
     if (slot_of_seq == nullptr) {
       require(num_slots >= num_seqs, "XAttentionMask key_cache.num_slots", num_slots,

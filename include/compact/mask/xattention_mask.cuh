@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include "compact/arch/bulk_copy.cuh"
 #include "compact/arch/cp_async.cuh"
 #include "compact/arch/ldmatrix.cuh"
 #include "compact/arch/mma.cuh"
@@ -91,6 +92,9 @@ namespace xattention {
 inline constexpr int kInt8Levels = 127;
 /// Key groups per CTA tile of the scoring kernel (a multiple of block_k / stride).
 inline constexpr int kTileGroups = 128;
+static_assert(kTileGroups == XAttentionKeyCache::kTileGroups, "one key tile per cache block");
+/// Reshaped rows of the group scorer's query tiles (GroupScoreTraits<>::kM).
+inline constexpr int kQueryTileRows = 128;
 
 /// Absolute position of the last query row of reshaped row (antidiagonal group) i of a chunk.
 COMPACT_HOST_DEVICE inline int group_last_pos(const SeqInfo& s, int i, int stride) {
@@ -303,8 +307,12 @@ inline void select_row(const XAttentionParams& p, const QueryBlockSpan& span,
 /// Scratch of the device build, laid out from the config and limits alone.
 struct Scratch {
   /// [total_q bound][Hq][D] quantized queries: bf16 integers, or int8 in the first half (the
-  /// int8 scorer).
+  /// int8 scorer). Per-token quantization only.
   __nv_bfloat16* qq = nullptr;
+  /// Group quantization: the quantized queries as the group scorer's shared-memory tiles,
+  /// [max_batch][Hkv][q_tiles][S][kQueryTileRows * 128] int8 (query_tile_offset()), so that a
+  /// scorer stage is one bulk copy.
+  std::int8_t* qtiles = nullptr;
   /// [total_q bound][Hq] per-token scales (group quantization: a group's at its first token).
   float* qscale = nullptr;
   float* mu = nullptr;              ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
@@ -314,13 +322,15 @@ struct Scratch {
   /// as a cache of max_batch slots (slot b).
   XAttentionKeyCache keys{};
   int groups = 0;         ///< ceil(max_chunk / stride): reshaped rows per (b, h).
+  int q_tiles = 0;        ///< Group quantization: row tiles per (b, kvh), ceil(G * groups / 128).
   int kv_blocks = 0;      ///< ceil(max_kv_len / Bk).
   std::size_t bytes = 0;  ///< Bytes carved from the workspace.
 
-  /// Lays the scratch out in [base, base + bytes) for antidiagonal stride `stride`, with room for
-  /// the quantized key groups when `key_groups` (group quantization without a key cache).
-  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, bool key_groups,
-                       void* base, std::size_t bytes) {
+  /// Lays the scratch out in [base, base + bytes) for antidiagonal stride `stride`: query tiles
+  /// instead of per-token rows when `grouped` (group quantization), and room for the quantized
+  /// key groups when `key_groups` (group quantization without a key cache).
+  static Scratch carve(const AttentionConfig& c, const PlanLimits& l, int stride, bool grouped,
+                       bool key_groups, void* base, std::size_t bytes) {
     const Geometry g = Geometry::of(c, l);
     Scratch s;
     s.groups = ceil_div(l.max_chunk, stride);
@@ -329,7 +339,13 @@ struct Scratch {
     const std::size_t cells =
         static_cast<std::size_t>(l.max_batch) * c.num_q_heads * s.groups * s.kv_blocks;
     WorkspaceCarver carver(base, bytes);
-    s.qq = carver.take<__nv_bfloat16>(rows * c.head_dim);
+    if (grouped) {
+      s.q_tiles = ceil_div(c.gqa_group() * s.groups, kQueryTileRows);
+      s.qtiles = carver.take<std::int8_t>(static_cast<std::size_t>(l.max_batch) * c.num_kv_heads *
+                                          s.q_tiles * stride * kQueryTileRows * 128);
+    } else {
+      s.qq = carver.take<__nv_bfloat16>(rows * c.head_dim);
+    }
     s.qscale = carver.take<float>(rows);
     s.mu = carver.take<float>(cells);
     s.sigma = carver.take<std::uint32_t>(cells);
@@ -345,6 +361,14 @@ struct Scratch {
     }
     s.bytes = carver.used();
     return s;
+  }
+  /// Byte offset in qtiles of 16-byte chunk `chunk` of tile row `row` (reshaped row m = tile *
+  /// kQueryTileRows + row of the GQA group's rows, m = g * groups + i) at segment t of the row
+  /// tile `tile` of (b, kvh), stride S: the layout of XAttentionKeyCache's key tiles.
+  COMPACT_HOST_DEVICE std::int64_t query_tile_offset(int b, int kvh, int tile, int t, int row,
+                                                     int chunk, int S, int num_kv_heads) const {
+    const std::int64_t block = ((std::int64_t{b} * num_kv_heads + kvh) * q_tiles + tile) * S + t;
+    return block * (kQueryTileRows * 128) + XAttentionKeyCache::tile_chunk(row, chunk) * 16;
   }
   /// Index of cell (sequence b, head h, reshaped row i, KV block kb) in mu, sigma and weight.
   COMPACT_HOST_DEVICE std::int64_t cell(int b, int h, int i, int kb, int num_q_heads) const {
@@ -408,9 +432,11 @@ __device__ __forceinline__ float warp_absmax(int n, Load&& load) {
   return amax;
 }
 
-/// Group quantization of the queries to `levels` (int8, the first half of scr.qq, per token as
-/// the per-token kernel lays them out): one warp per (reshaped row i, head h) of sequence
-/// blockIdx.y, one scale for its S tokens, at the group's first token in scr.qscale.
+/// Group quantization of the queries to `levels` (int8, into the scorer's query tiles
+/// scr.qtiles): one warp per (reshaped row i, head h) of sequence blockIdx.y, one scale for its
+/// S tokens, at the group's first token in scr.qscale. Row i reads token i*S + S-1-t at segment
+/// t; the segments past the chunk's last token are written as zeros. Tile rows that hold no
+/// reshaped row of the sequence are left as they are: their accumulators are never read.
 template <class T, int kD>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quantize_query_groups_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, int S,
@@ -433,12 +459,20 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                     x);
   };
   const exact::Quant qt = exact::quant_of(warp_absmax(n, load), levels);
-  auto* qq = reinterpret_cast<std::int8_t*>(scr.qq);
-  for (int k = threadIdx.x % 32; k < n; k += 32) {
-    float x[8];
-    load(k, x);
-    const std::int64_t row = std::int64_t{first + k / kChunks} * c.num_q_heads + h;
-    *reinterpret_cast<uint2*>(qq + row * kD + (k % kChunks) * 8) = exact::quantize8_s8(x, qt.inv);
+  const int G = c.gqa_group(), kvh = h / G;
+  const int m = (h % G) * scr.groups + i;  // the row among (b, kvh)'s
+  const int tile = m / kQueryTileRows, row = m % kQueryTileRows;
+  for (int k = threadIdx.x % 32; k < S * kChunks; k += 32) {
+    uint2 q = make_uint2(0u, 0u);
+    if (k < n) {
+      float x[8];
+      load(k, x);
+      q = exact::quantize8_s8(x, qt.inv);
+    }
+    const int t = S - 1 - k / kChunks, piece = k % kChunks;  // 8-byte pieces of a 128-byte row
+    *reinterpret_cast<uint2*>(
+        scr.qtiles + scr.query_tile_offset(b, kvh, tile, t, row, piece / 2, S, c.num_kv_heads) +
+        (piece % 2) * 8) = q;
   }
   if (threadIdx.x % 32 == 0) scr.qscale[std::int64_t{first} * c.num_q_heads + h] = qt.scale;
 }
@@ -467,8 +501,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                     x);
   };
   const exact::Quant qt = exact::quant_of(warp_absmax(n, load), levels);
+  static_assert(kD == XAttentionKeyCache::kD, "the key cache's tiles hold 128-byte rows");
   const std::int64_t at = kc.index(kc.slot(b), kvh, j, c.num_kv_heads);
-  std::int8_t* dst = kc.keys + at * S * kD;
   for (int k = threadIdx.x % 32; k < S * kChunks; k += 32) {
     uint2 q = make_uint2(0u, 0u);
     if (k < n) {
@@ -476,7 +510,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       load(k, x);
       q = exact::quantize8_s8(x, qt.inv);
     }
-    *reinterpret_cast<uint2*>(dst + k * 8) = q;
+    const int piece = k % kChunks;  // 8-byte pieces of position k / kChunks
+    *reinterpret_cast<uint2*>(
+        kc.keys + XAttentionKeyCache::key_offset(at, k / kChunks, piece / 2, S) + (piece % 2) * 8) =
+        q;
   }
   if (threadIdx.x % 32 == 0) kc.scales[at] = qt.scale;
 }
@@ -1120,12 +1157,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
 
 /// Geometry of the group-quantization scoring kernel: a kM = 16 * kWarps reshaped rows x 128
 /// key groups tile at D = 128 in the sm90a 128-byte-swizzle layout (one m64n128 wgmma row block
-/// per warpgroup, as ScoreTraitsSm90), but both operands arrive quantized (the query slice from
-/// the scratch, the key slice from the key groups), so a stage is just A and B. A kStages ring
-/// streams the S segments with kPrefetch of them in flight ahead of the one multiplied; with
-/// kStages >= kPrefetch + 2 a stage is refilled two segments after its last reader, so each
-/// warpgroup leaves one segment of MMAs running across the next barrier and copy issue
-/// (kOverlapMma). kMinBlocks CTAs per SM share it.
+/// per warpgroup, as ScoreTraitsSm90), but both operands arrive quantized and already laid out
+/// as the stage's shared memory (the query tiles of the scratch, the key cache's tiles), so a
+/// stage is two bulk copies, A and B. A kStages ring streams the S segments with kPrefetch of
+/// them in flight ahead of the one multiplied; with kStages >= kPrefetch + 2 a stage is refilled
+/// two segments after its last reader, so each warpgroup leaves one segment of MMAs running
+/// across the next barrier and copy issue (kOverlapMma). kMinBlocks CTAs per SM share it.
 ///
 /// The default, 8 warps (128 rows) x 3 stages with 2 segments in flight, runs two CTAs per SM, so
 /// that one CTA's epilogue overlaps the other's segment loop: on an H100 (TP2 128K chunk 1,024,
@@ -1144,35 +1181,28 @@ struct GroupScoreTraits : ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024> {
   static constexpr bool kOverlapMma = kStages >= kPrefetch + 2;
   /// CTAs per SM in the launch bounds: as many as 128 registers a thread allow.
   static constexpr int kMinBlocks = 65536 / (128 * Base::kThreads);
-  static constexpr int kABytes = Base::kM * 128;                  ///< Query slice (int8).
-  static constexpr int kBBytes = Base::kN * 128;                  ///< Key slice (int8).
-  static constexpr int kStageBytes = kABytes + kBBytes;           ///< One stage.
-  static constexpr int kACopies = Base::kM * 8 / Base::kThreads;  ///< 16-byte A copies a thread.
-  static constexpr int kBCopies = Base::kN * 8 / Base::kThreads;  ///< 16-byte B copies a thread.
-  static constexpr int kOffAScale = kStages * kStageBytes;        ///< [kM] f32: row group scales.
-  static constexpr int kOffBScale = kOffAScale + Base::kM * 4;    ///< [kN] f32: key group scales.
-  static constexpr int kOffQRow = kOffBScale + Base::kN * 4;      ///< [kM] i32: token row at t = 0.
-  static constexpr int kOffQMin = kOffQRow + Base::kM * 4;  ///< [kM] i32: first valid segment.
+  static constexpr int kABytes = Base::kM * 128;                ///< Query slice (int8).
+  static constexpr int kBBytes = Base::kN * 128;                ///< Key slice (int8).
+  static constexpr int kStageBytes = kABytes + kBBytes;         ///< One stage.
+  static constexpr int kOffAScale = kStages * kStageBytes;      ///< [kM] f32: row group scales.
+  static constexpr int kOffBScale = kOffAScale + Base::kM * 4;  ///< [kN] f32: key group scales.
+  static constexpr int kOffFull = kOffBScale + Base::kN * 4;    ///< [kStages] u64: stage landed.
   /// Dynamic shared memory per CTA, with the 1024-byte alignment slack.
-  static constexpr int kSmemBytes = kOffQMin + Base::kM * 4 + 1024;
+  static constexpr int kSmemBytes = kOffFull + kStages * 8 + 1024;
   static_assert(kWarps_ % 4 == 0, "whole warpgroups");
   static_assert(kPrefetch >= 1 && kStages >= kPrefetch + 1, "the ring holds the copies in flight");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages stay on swizzle atoms");
-  static_assert(Base::kM * 8 % Base::kThreads == 0 && Base::kN * 8 % Base::kThreads == 0,
-                "every thread copies the same number of chunks");
-  /// The column-block swizzle of ScoreTraitsSm90 (int8 rows of 128 bytes: one column block).
-  template <int kRows>
-  static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return ScoreTraitsSm90<__nv_bfloat16, 128, 1>::template swizzle<kRows>(row, chunk);
-  }
+  static_assert(Base::kM == kQueryTileRows && Base::kN == XAttentionKeyCache::kTileGroups,
+                "a stage is one block of the query tiles and one of the key cache");
 };
 
 /// Scoring with group quantization (XAttentionQuant::group) on Hopper: the same tile, rows and
 /// epilogue as score_kernel, but the int8 wgmma accumulators (int32, exact) run through all S
 /// segments and the antidiagonal is scaled once, y = (float(I) * a_i) * b_j (group_term()).
-/// A thread copies the same 16-byte chunks of every segment's query and key slices (one token
-/// earlier or later), so their addresses are resolved once; per segment a barrier publishes the
-/// landed stage and each warpgroup issues one m64n128k32 wgmma per 32 bytes of K.
+/// Both operands of a segment are contiguous 16 KB blocks already in the stage's swizzled
+/// layout (Scratch::qtiles, XAttentionKeyCache::keys), so one thread moves a stage with two bulk
+/// copies and the others only wait on its mbarrier: no per-thread copy addressing, zero fill or
+/// cp.async groups. Per segment each warpgroup issues one m64n128k32 wgmma per 32 bytes of K.
 template <class Tr, int kGpb = 0>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kernel(ScoreParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -1185,8 +1215,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   auto stage_b = [&](int st) { return smem + st * Tr::kStageBytes + Tr::kABytes; };
   float* sAScale = reinterpret_cast<float*>(smem + Tr::kOffAScale);
   float* sBScale = reinterpret_cast<float*>(smem + Tr::kOffBScale);
-  int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
-  int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + Tr::kOffFull);
 
   ScoreTile tile;
   if (!score_tile<Tr>(p, tile)) return;
@@ -1198,7 +1227,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   const XAttentionKeyCache& kc = p.keys;
   const std::int64_t g0 = kc.index(kc.slot(tile.b), tile.kvh, tile.j0, c.num_kv_heads);
 
-  fill_query_rows<Tr>(p, tile, sQRow, sQMin);
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < Tr::kStages; ++st) arch::mbarrier_init(&full[st], 1);
+    arch::mbarrier_init_fence();
+  }
   for (int r = tid; r < Tr::kM; r += Tr::kThreads) {
     const int m = tile.m0 + r, g = m / Rmax, i = m % Rmax;
     const std::int64_t row =
@@ -1207,64 +1240,29 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   }
   for (int jj = tid; jj < Tr::kN; jj += Tr::kThreads)
     sBScale[jj] = tile.j0 + jj < n_groups ? kc.scales[g0 + jj] : 0.0f;
-  __syncthreads();  // the tables are read by other threads below
+  __syncthreads();  // the tables and the barriers are used by other threads below
 
-  // The copy plan. Query row r at segment t is token row sQRow[r] - t * Hq (valid from segment
-  // sQMin[r] on, zero-filled before); key group j0 + jj's token t is 128 bytes after token t - 1
-  // (groups past the sequence are zero-filled). issue() runs for t = 0, 1, ... in order, so each
-  // thread walks its sources by a fixed step (no 64-bit multiply per copy and segment) and its
-  // destinations are stage-0 shared-memory offsets plus the stage's.
-  const auto* qq = reinterpret_cast<const unsigned char*>(p.scr.qq);
-  const std::int64_t a_step = std::int64_t{c.num_q_heads} * 128;
-  const std::uint32_t smem0 = arch::smem_addr(smem);
-  const std::uint64_t qq_addr = reinterpret_cast<std::uint64_t>(qq);
-  std::uint64_t a_src[Tr::kACopies];  // global address of the next issued segment's row
-  int a_min[Tr::kACopies];
-  std::uint32_t a_dst[Tr::kACopies];
-#pragma unroll
-  for (int u = 0; u < Tr::kACopies; ++u) {
-    const int k = tid + u * Tr::kThreads, r = k / 8, ch = k % 8;
-    a_src[u] = qq_addr + (std::int64_t{sQRow[r]} * 8 + ch) * 16;
-    a_min[u] = sQMin[r];
-    a_dst[u] = smem0 + Tr::template swizzle<Tr::kM>(r, ch) * 16;
-  }
-  const std::int8_t* b_src[Tr::kBCopies];
-  bool b_ok[Tr::kBCopies];
-  std::uint32_t b_dst[Tr::kBCopies];
-#pragma unroll
-  for (int u = 0; u < Tr::kBCopies; ++u) {
-    const int k = tid + u * Tr::kThreads, jj = k / 8, ch = k % 8;
-    b_ok[u] = tile.j0 + jj < n_groups;
-    b_src[u] = b_ok[u] ? kc.keys + (g0 + jj) * (S * Tr::kD) + ch * 16 : kc.keys;
-    b_dst[u] = smem0 + Tr::kABytes + Tr::template swizzle<Tr::kN>(jj, ch) * 16;
-  }
+  // Segment t of the tile: the query block at a_src + t * kABytes (rows past the sequence hold
+  // whatever an earlier call left: finite integers whose rows are never written out) and the key
+  // block at b_src + t * kBBytes (groups past the sequence likewise, their scale 0 and their
+  // logits masked). Issued by thread 0 only.
+  const std::int8_t* a_src =
+      p.scr.qtiles +
+      p.scr.query_tile_offset(tile.b, tile.kvh, tile.m0 / Tr::kM, 0, 0, 0, S, c.num_kv_heads);
+  const std::int8_t* b_src = kc.keys + XAttentionKeyCache::key_offset(g0, 0, 0, S);
   auto issue = [&](int t, int st) {
-    const std::uint32_t stage = static_cast<std::uint32_t>(st * Tr::kStageBytes);
-#pragma unroll
-    for (int u = 0; u < Tr::kACopies; ++u) {
-      const bool ok = t >= a_min[u];
-      arch::cp_async_16(a_dst[u] + stage, reinterpret_cast<const void*>(ok ? a_src[u] : qq_addr),
-                        ok);
-      a_src[u] -= a_step;
-    }
-#pragma unroll
-    for (int u = 0; u < Tr::kBCopies; ++u) {
-      arch::cp_async_16(b_dst[u] + stage, b_src[u], b_ok[u]);
-      if (b_ok[u]) b_src[u] += Tr::kD;
-    }
-    arch::cp_async_commit();
+    arch::mbarrier_arrive_expect_tx(&full[st], Tr::kStageBytes);
+    arch::bulk_copy_g2s(stage_a(st), a_src + std::int64_t{t} * Tr::kABytes, Tr::kABytes, &full[st]);
+    arch::bulk_copy_g2s(stage_b(st), b_src + std::int64_t{t} * Tr::kBBytes, Tr::kBBytes, &full[st]);
   };
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < Tr::kPrefetch; ++st) {
+      if (st < S) issue(st, st);
+    }
+  }
 
   int acc[64];  // the warpgroup's 64 rows x 128 groups
-  // Every iteration commits one group (empty past segment S - 1), so the wait count is fixed.
-#pragma unroll
-  for (int st = 0; st < Tr::kPrefetch; ++st) {
-    if (st < S) {
-      issue(st, st);
-    } else {
-      arch::cp_async_commit();
-    }
-  }
   const int wg = warp / 4;
   // The descriptors' address field (bits 0-13, bytes / 16) of stage t % kStages and k slice ks
   // is that of stage 0 plus the offset (every stage lies in the first 256 KB, so it never carries
@@ -1276,17 +1274,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   const std::uint64_t b_hi = desc_b0 & ~std::uint64_t{0xffffffffu};
 #pragma unroll 1
   for (int t = 0; t < S; ++t) {
-    arch::cp_async_wait<Tr::kPrefetch - 1>();  // this thread's part of segment t landed
-    arch::fence_proxy_async_smem();            // cp.async writes -> wgmma reads
-    // Segment t published; every warpgroup's MMAs of the segment whose stage is refilled next
-    // have retired (waited for at the end of the previous iteration).
-    __syncthreads();
+    const int st = t % Tr::kStages;
     if (t + Tr::kPrefetch < S) {
-      issue(t + Tr::kPrefetch, (t + Tr::kPrefetch) % Tr::kStages);
-    } else {
-      arch::cp_async_commit();
+      // The stage refilled now was last read by segment t + kPrefetch - kStages, whose MMAs
+      // every warpgroup has retired before this barrier (wgmma_wait below).
+      __syncthreads();
+      if (tid == 0) issue(t + Tr::kPrefetch, (t + Tr::kPrefetch) % Tr::kStages);
     }
-    const auto stage_off = static_cast<std::uint32_t>((t % Tr::kStages) * Tr::kStageBytes);
+    arch::mbarrier_wait(&full[st], static_cast<std::uint32_t>(t / Tr::kStages) & 1u);
+    const auto stage_off = static_cast<std::uint32_t>(st * Tr::kStageBytes);
     arch::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) {
@@ -1302,7 +1298,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
     }
   }
   arch::wgmma_wait<0>();
-  arch::cp_async_wait<0>();
 
   float y[Tr::kRowAtoms][Tr::kNAtoms][4];
   const float as0 = sAScale[warp * 16 + r8], as1 = sAScale[warp * 16 + r8 + 8];
@@ -1639,8 +1634,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
             "nullptr unless params.quant = group (per-token quantization reads the pages)");
   }
   const Geometry geo = Geometry::of(c, a.limits);
-  const Scratch scr = Scratch::carve(c, a.limits, params.stride, grouped && !key_cache.present(),
-                                     a.scratch.data, a.scratch.bytes);
+  const Scratch scr =
+      Scratch::carve(c, a.limits, params.stride, grouped, grouped && !key_cache.present(),
+                     a.scratch.data, a.scratch.bytes);
   const int N = sort_size(geo);
   const std::size_t select_smem =
       static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
@@ -1836,8 +1832,10 @@ struct XAttentionMask {
 
   /// Scratch bytes of the device build for the config and limits.
   std::size_t workspace_bytes(const AttentionConfig& c, const PlanLimits& l) const {
-    const bool scratch_keys = params.quant == XAttentionQuant::group && !key_cache.present();
-    return xattention::Scratch::carve(c, l, params.stride, scratch_keys, nullptr, 0).bytes;
+    const bool grouped = params.quant == XAttentionQuant::group;
+    return xattention::Scratch::carve(c, l, params.stride, grouped, grouped && !key_cache.present(),
+                                      nullptr, 0)
+        .bytes;
   }
 
   /// Host reference (every pointer host memory).

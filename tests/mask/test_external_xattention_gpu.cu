@@ -110,6 +110,8 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       // The group scorer's Bk / S specializations (16: above; 8 here) and its runtime path at 32.
       {8, 2, 128, DType::fp16, 64, 128, 32, 16, 0.9f, 2, 500, 4000},  // Bk / S = 8
       {4, 2, 128, DType::bf16, 128, 128, 16, 4, 0.9f, 2, 300, 3000},  // Bk / S = 32
+      // Four row tiles per (b, kvh) at the TP2 shape's chunk (G * 128 rows), ragged chunks.
+      {8, 2, 128, DType::bf16, 128, 128, 16, 8, 0.9f, 3, 1024, 3000},
       // 33 rows x 512 sorted blocks: the selection's row weights past kSelectSharedWBytes stay
       // in the scratch (the others' fit in shared memory).
       {4, 1, 64, DType::fp16, 128, 16, 16, 4, 0.9f, 2, 300, 6000},

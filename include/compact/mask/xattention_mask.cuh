@@ -1458,23 +1458,39 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
   const std::uint64_t total = block_sum(tot, warp_a);  // its barriers also publish keys[]
   const std::uint64_t forced_mass = block_sum(frc, warp_b);
 
-  // 3. Bitonic sort, descending.
+  // 3. Bitonic sort, descending, a thread per compared pair (i, i | j). Each warp owns a
+  //    contiguous chunk of N / kWarps keys, and the stages whose pairs stay within one chunk
+  //    (j < chunk: all of the first log2(chunk) merges and the tail of every later one) sync the
+  //    warp only: about ten CTA barriers instead of log2(N) (log2(N) + 1) / 2.
+  const int chunk = N / kWarps;
+  auto sort_stage = [&](int k, int j, int q0, int q1, int step) {
+    for (int q = q0; q < q1; q += step) {
+      const int i = ((q & ~(j - 1)) << 1) | (q & (j - 1));
+      const int ixj = i | j;
+      const std::uint64_t x = keys[i], z = keys[ixj];
+      const bool up = (i & k) == 0;
+      if (up ? (x < z) : (x > z)) {
+        keys[i] = z;
+        keys[ixj] = x;
+      }
+    }
+  };
+  bool warp_local = false;  // the last stage synced the warp only
   for (int k = 2; k <= N; k <<= 1) {
     for (int j = k >> 1; j > 0; j >>= 1) {
-      for (int i = tid; i < N; i += kThreads) {
-        const int ixj = i ^ j;
-        if (ixj > i) {
-          const std::uint64_t x = keys[i], z = keys[ixj];
-          const bool up = (i & k) == 0;
-          if (up ? (x < z) : (x > z)) {
-            keys[i] = z;
-            keys[ixj] = x;
-          }
-        }
+      if (j < chunk) {
+        sort_stage(k, j, warp * (chunk / 2) + lane, (warp + 1) * (chunk / 2), 32);
+        __syncwarp();
+        warp_local = true;
+      } else {
+        if (warp_local) __syncthreads();  // every warp's chunk is sorted so far
+        sort_stage(k, j, tid, N / 2, kThreads);
+        __syncthreads();
+        warp_local = false;
       }
-      __syncthreads();
     }
   }
+  if (warp_local) __syncthreads();
 
   // 4. Exclusive prefix of the sorted scores (block scan of per-thread segments); keep while
   //    forced + prefix < threshold * total.
@@ -1797,8 +1813,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// by every head of the group, one tensor-core pass per segment t (wgmma on Hopper, with int8
 /// operands when params.levels <= 127 at D = 128; mma.sync elsewhere or with `force_arch` = 80)
 /// — writing (mu, sigma) per (row, block) to the scratch. Group quantization (Hopper, D = 128)
-/// quantizes the query groups and the touched key groups first and scores with int8 wgmma
-/// over already-quantized slices (score_group_kernel). Then a selection kernel per mask row
+/// quantizes the query groups and the touched key groups first, straight into the scorer's
+/// shared-memory tile layout, and scores with int8 wgmma, each stage two bulk copies
+/// (score_group_kernel). Then a selection kernel per mask row
 /// (fixed-point normalization, bitonic sort in shared memory, prefix threshold). Bit-identical
 /// to build_host(). Head dims 64 and 128.
 struct XAttentionMask {

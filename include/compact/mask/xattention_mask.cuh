@@ -432,6 +432,22 @@ __device__ __forceinline__ float warp_absmax(int n, Load&& load) {
   return amax;
 }
 
+/// A warp's share of `total` 8-element chunks quantized to int8 with 1 / scale `inv` (`load(k,
+/// x)` widens chunk k; chunks from `n` on are zeros), each handed to `store(k, bits)`.
+template <class Load, class Store>
+__device__ __forceinline__ void warp_quantize_chunks(int n, int total, float inv, Load&& load,
+                                                     Store&& store) {
+  for (int k = threadIdx.x % 32; k < total; k += 32) {
+    uint2 q = make_uint2(0u, 0u);
+    if (k < n) {
+      float x[8];
+      load(k, x);
+      q = exact::quantize8_s8(x, inv);
+    }
+    store(k, q);
+  }
+}
+
 /// Group quantization of the queries to `levels` (int8, into the scorer's query tiles
 /// scr.qtiles): one warp per (reshaped row i, head h) of sequence blockIdx.y, one scale for its
 /// S tokens, at the group's first token in scr.qscale. Row i reads token i*S + S-1-t at segment
@@ -462,18 +478,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   const int G = c.gqa_group(), kvh = h / G;
   const int m = (h % G) * scr.groups + i;  // the row among (b, kvh)'s
   const int tile = m / kQueryTileRows, row = m % kQueryTileRows;
-  for (int k = threadIdx.x % 32; k < S * kChunks; k += 32) {
-    uint2 q = make_uint2(0u, 0u);
-    if (k < n) {
-      float x[8];
-      load(k, x);
-      q = exact::quantize8_s8(x, qt.inv);
-    }
+  warp_quantize_chunks(n, S * kChunks, qt.inv, load, [&](int k, uint2 q) {
     const int t = S - 1 - k / kChunks, piece = k % kChunks;  // 8-byte pieces of a 128-byte row
     *reinterpret_cast<uint2*>(
         scr.qtiles + scr.query_tile_offset(b, kvh, tile, t, row, piece / 2, S, c.num_kv_heads) +
         (piece % 2) * 8) = q;
-  }
+  });
   if (threadIdx.x % 32 == 0) scr.qscale[std::int64_t{first} * c.num_q_heads + h] = qt.scale;
 }
 
@@ -503,18 +513,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   const exact::Quant qt = exact::quant_of(warp_absmax(n, load), levels);
   static_assert(kD == XAttentionKeyCache::kD, "the key cache's tiles hold 128-byte rows");
   const std::int64_t at = kc.index(kc.slot(b), kvh, j, c.num_kv_heads);
-  for (int k = threadIdx.x % 32; k < S * kChunks; k += 32) {
-    uint2 q = make_uint2(0u, 0u);
-    if (k < n) {
-      float x[8];
-      load(k, x);
-      q = exact::quantize8_s8(x, qt.inv);
-    }
+  warp_quantize_chunks(n, S * kChunks, qt.inv, load, [&](int k, uint2 q) {
     const int piece = k % kChunks;  // 8-byte pieces of position k / kChunks
     *reinterpret_cast<uint2*>(
         kc.keys + XAttentionKeyCache::key_offset(at, k / kChunks, piece / 2, S) + (piece % 2) * 8) =
         q;
-  }
+  });
   if (threadIdx.x % 32 == 0) kc.scales[at] = qt.scale;
 }
 

@@ -1342,6 +1342,25 @@ __device__ __forceinline__ std::uint64_t share_of(std::uint32_t w, std::uint64_t
   return q;
 }
 
+/// Lower index of compared pair q (of N / 2) at stage j of a bitonic network: the pairs are
+/// (i, i | j) for the i whose bit j is clear, numbered in order.
+COMPACT_HOST_DEVICE constexpr int bitonic_pair_lower(int j, int q) {
+  return ((q & ~(j - 1)) << 1) | (q & (j - 1));
+}
+
+/// Compare-exchange of pair q at merge k, stage j of a descending bitonic sort of `keys`
+/// (select_kernel's; the host test of the schedule runs the same steps).
+COMPACT_HOST_DEVICE inline void bitonic_exchange(std::uint64_t* keys, int k, int j, int q) {
+  const int i = bitonic_pair_lower(j, q);
+  const int ixj = i | j;
+  const std::uint64_t x = keys[i], z = keys[ixj];
+  const bool up = (i & k) == 0;
+  if (up ? (x < z) : (x > z)) {
+    keys[i] = z;
+    keys[ixj] = x;
+  }
+}
+
 /// Most reshaped rows of one query block (Bq / S with Bq <= 256).
 inline constexpr int kMaxSelectRows = 256;
 
@@ -1468,16 +1487,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
   //    warp only: about ten CTA barriers instead of log2(N) (log2(N) + 1) / 2.
   const int chunk = N / kWarps;
   auto sort_stage = [&](int k, int j, int q0, int q1, int step) {
-    for (int q = q0; q < q1; q += step) {
-      const int i = ((q & ~(j - 1)) << 1) | (q & (j - 1));
-      const int ixj = i | j;
-      const std::uint64_t x = keys[i], z = keys[ixj];
-      const bool up = (i & k) == 0;
-      if (up ? (x < z) : (x > z)) {
-        keys[i] = z;
-        keys[ixj] = x;
-      }
-    }
+    for (int q = q0; q < q1; q += step) bitonic_exchange(keys, k, j, q);
   };
   bool warp_local = false;  // the last stage synced the warp only
   for (int k = 2; k <= N; k <<= 1) {

@@ -17,14 +17,6 @@ COMPACT_DEVICE void cp_async_16(void* dst, const void* src, bool valid) {
                "r"(src_bytes));
 }
 
-/// cp_async_16() to the shared-memory address `dst` (smem_addr()), for loops that keep their
-/// destinations as 32-bit offsets rather than generic pointers.
-COMPACT_DEVICE void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes));
-}
-
 /// Closes the current group of cp.async operations.
 COMPACT_DEVICE void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "compact/arch/swizzle.hpp"
 #include "compact/core/config.hpp"
 #include "compact/core/error.hpp"
 #include "compact/core/limits.hpp"
@@ -53,16 +54,11 @@ struct XAttentionKeyCache {
   static int groups_for(int max_kv_len, int stride) {
     return ceil_div(ceil_div(max_kv_len, stride), kTileGroups) * kTileGroups;
   }
-  /// 16-byte chunk of (row, chunk) in a block of 128-byte rows swizzled as the scorer's tiles
-  /// (chunk ^ row % 8 within each row: the 128-byte swizzle its wgmma descriptors name).
-  COMPACT_HOST_DEVICE static int tile_chunk(int row, int chunk) {
-    return row * 8 + (chunk ^ (row & 7));
-  }
   /// Byte offset in `keys` of 16-byte chunk `chunk` of position t of group `gi` (an index()),
-  /// stride S.
+  /// stride S: row gi % kTileGroups of its tile's block for t, in the wgmma 128-byte swizzle.
   COMPACT_HOST_DEVICE static std::int64_t key_offset(std::int64_t gi, int t, int chunk, int S) {
     const int row = static_cast<int>(gi % kTileGroups);
-    return ((gi / kTileGroups) * S + t) * (kTileGroups * kD) + tile_chunk(row, chunk) * 16;
+    return ((gi / kTileGroups) * S + t) * (kTileGroups * kD) + arch::swizzle128(row, chunk) * 16;
   }
   /// Bytes of `keys` for the config, slot count and limits.
   static std::size_t key_bytes(const AttentionConfig& c, int num_slots, int max_kv_len,

@@ -21,6 +21,7 @@
 #include "compact/arch/mma.cuh"
 #include "compact/arch/sm90a_probe.cuh"
 #include "compact/arch/smem.cuh"
+#include "compact/arch/swizzle.hpp"
 #include "compact/arch/wgmma.cuh"
 #include "compact/arch/widen.cuh"
 #include "compact/concepts/mask_source.hpp"
@@ -91,8 +92,7 @@ namespace xattention {
 /// The largest quantization level whose integers fit int8 (the int8 wgmma scorer).
 inline constexpr int kInt8Levels = 127;
 /// Key groups per CTA tile of the scoring kernel (a multiple of block_k / stride).
-inline constexpr int kTileGroups = 128;
-static_assert(kTileGroups == XAttentionKeyCache::kTileGroups, "one key tile per cache block");
+inline constexpr int kTileGroups = XAttentionKeyCache::kTileGroups;
 /// Reshaped rows of the group scorer's query tiles (GroupScoreTraits<>::kM).
 inline constexpr int kQueryTileRows = 128;
 
@@ -368,7 +368,7 @@ struct Scratch {
   COMPACT_HOST_DEVICE std::int64_t query_tile_offset(int b, int kvh, int tile, int t, int row,
                                                      int chunk, int S, int num_kv_heads) const {
     const std::int64_t block = ((std::int64_t{b} * num_kv_heads + kvh) * q_tiles + tile) * S + t;
-    return block * (kQueryTileRows * 128) + XAttentionKeyCache::tile_chunk(row, chunk) * 16;
+    return block * (kQueryTileRows * 128) + arch::swizzle128(row, chunk) * 16;
   }
   /// Index of cell (sequence b, head h, reshaped row i, KV block kb) in mu, sigma and weight.
   COMPACT_HOST_DEVICE std::int64_t cell(int b, int h, int i, int kb, int num_q_heads) const {
@@ -598,7 +598,7 @@ struct ScoreTraitsSm90 : ScoreTraits<T, kD_, 16, 1, kQuantBytes_, 1024> {
   /// KernelTraits).
   template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
+    return arch::swizzle128(row, chunk & 7, (chunk >> 3) * (kRows * 8));
   }
 };
 
@@ -650,20 +650,6 @@ __device__ __forceinline__ bool score_tile(const ScoreParams& p, ScoreTile& tile
     any = any || lo < tile.R;
   }
   return any;
-}
-
-/// The tile's query address table: row r = (g, i) reads chunk row i*S + S-1-t of head kvh*G + g
-/// at segment t, packed row id sQRow[r] - t * Hq, valid for t >= sQMin[r] (S: never).
-template <class Tr>
-__device__ __forceinline__ void fill_query_rows(const ScoreParams& p, const ScoreTile& tile,
-                                                int* sQRow, int* sQMin) {
-  const int S = p.stride, G = p.c.gqa_group(), Rmax = p.scr.groups;
-  for (int r = threadIdx.x; r < Tr::kM; r += Tr::kThreads) {
-    const int m = tile.m0 + r, g = m / Rmax, i = m % Rmax;
-    const bool ok = g < G && i < tile.R;
-    sQRow[r] = ok ? (tile.s.q_begin + i * S + S - 1) * p.c.num_q_heads + tile.kvh * G + g : 0;
-    sQMin[r] = ok ? max_of(0, i * S + S - tile.s.q_len) : S;
-  }
 }
 
 /// Epilogue of a scoring tile: logits x = y * cx (-inf where the group is not visible to the
@@ -824,10 +810,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) score_kernel(ScoreParams p) {
   int* sQRow = reinterpret_cast<int*>(smem + Tr::kOffQRow);
   int* sQMin = reinterpret_cast<int*>(smem + Tr::kOffQMin);
 
-  // The tile as score_tile() finds it, and below the query rows as fill_query_rows() writes them
-  // and their slices' copies, kept inline: through score_tile() ptxas spilled 24 more bytes
-  // here, and through a shared slice-copy helper the sm90 kernels compiled to other machine code
-  // than the one verified and timed on the GPU (CUDA 13.0, sm_90a).
+  // The tile as score_tile() finds it, and below the query rows' token table and their slices'
+  // copies, kept inline: through score_tile() ptxas spilled 24 more bytes here, and through a
+  // shared slice-copy helper the sm90 kernels compiled to other machine code than the one
+  // verified and timed on the GPU (CUDA 13.0, sm_90a).
   const AttentionConfig& c = p.c;
   const int S = p.stride, G = c.gqa_group();
   const int m_tile = static_cast<int>(blockIdx.x % p.m_tiles);  // row tiles of a group tile
@@ -1179,7 +1165,7 @@ template <int kWarps_ = 8, int kStages_ = 3, int kPrefetch_ = 2>
 struct GroupScoreTraits : ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024> {
   using Base = ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024>;
   static constexpr bool kWgmma = true;          ///< wgmma from shared memory.
-  static constexpr int kStages = kStages_;      ///< cp.async ring depth.
+  static constexpr int kStages = kStages_;      ///< Stage ring depth.
   static constexpr int kPrefetch = kPrefetch_;  ///< Segments copied ahead of the multiplied one.
   /// One segment's MMAs stay in flight across the next segment's barrier.
   static constexpr bool kOverlapMma = kStages >= kPrefetch + 2;
@@ -1196,7 +1182,7 @@ struct GroupScoreTraits : ScoreTraits<__nv_bfloat16, 128, kWarps_, 1, 1, 1024> {
   static_assert(kWarps_ % 4 == 0, "whole warpgroups");
   static_assert(kPrefetch >= 1 && kStages >= kPrefetch + 1, "the ring holds the copies in flight");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages stay on swizzle atoms");
-  static_assert(Base::kM == kQueryTileRows && Base::kN == XAttentionKeyCache::kTileGroups,
+  static_assert(Base::kM == kQueryTileRows && Base::kN == kTileGroups,
                 "a stage is one block of the query tiles and one of the key cache");
 };
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "compact/arch/swizzle.hpp"
 #include "compact/executor/paged_flash/tile_sizes.hpp"
 
 namespace compact::paged_flash {
@@ -60,7 +61,7 @@ struct KernelTraits {
   /// 16-byte chunk index of logical (row, chunk) within a tile of `kRows` rows.
   template <int kRows>
   static __device__ __forceinline__ int swizzle(int row, int chunk) {
-    return (chunk >> 3) * (kRows * 8) + row * 8 + ((chunk & 7) ^ (row & 7));
+    return arch::swizzle128(row, chunk & 7, (chunk >> 3) * (kRows * 8));
   }
 };
 

@@ -1217,7 +1217,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) score_group_kern
   // logits masked). Both addresses follow from the launch alone (and the slot of sequence b), and
   // lie inside the scratch and the key cache for every tile of the grid, so thread 0 issues the
   // first segments before the sequence's lengths are read: the copies' latency and that of the
-  // reads overlap.
+  // reads overlap. score_tile() below derives b, kvh and j0 again from the same launch indices;
+  // a split of it into a launch-only part that both use compiled to other machine code than the
+  // kernel verified on the GPU, so the two stay apart until the next device run.
   const int kvh = static_cast<int>(blockIdx.y) % c.num_kv_heads;
   const int b = static_cast<int>(blockIdx.y) / c.num_kv_heads;
   if (b >= p.batch.num_seqs) return;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "../support/device_problem.cuh"
@@ -50,7 +51,107 @@ std::vector<std::uint32_t> device_bits(const Mask& m, const AttentionConfig& c,
   return bits.download();
 }
 
+/// One CTA of 256 threads: the keys into shared memory, then select_threshold() on them.
+__global__ void select_threshold_kernel(const std::uint64_t* keys, int n, std::uint64_t forced,
+                                        double req, std::uint64_t* out) {
+  extern __shared__ std::uint64_t shared_keys[];
+  __shared__ std::uint64_t warp_tot[8];
+  for (int k = threadIdx.x; k < n; k += 256) shared_keys[k] = keys[k];
+  __syncthreads();
+  const std::uint64_t thr =
+      xattention::select_threshold<256>(shared_keys, n, forced, req, warp_tot);
+  if (threadIdx.x == 0) *out = thr;
+}
+
+/// The keys the selection keeps by its definition: walk the nonzero keys in descending order and
+/// keep each while the forced mass plus the mass kept so far is below req.
+std::vector<std::uint64_t> kept_by_walk(std::vector<std::uint64_t> keys, std::uint64_t forced,
+                                        double req) {
+  std::sort(keys.begin(), keys.end(), std::greater<>());
+  std::vector<std::uint64_t> kept;
+  std::uint64_t mass = forced;
+  for (const std::uint64_t key : keys) {
+    if (key == 0 || !(static_cast<double>(mass) < req)) break;
+    kept.push_back(key);
+    mass += key >> 20;
+  }
+  return kept;
+}
+
 }  // namespace
+
+TEST_CASE("XAttention selection: the radix threshold keeps what the sorted walk keeps") {
+  // Key sets the random problems rarely reach: masses spread over 36 bits, few distinct masses
+  // (ties broken by the block index), many zero masses, one candidate, none, forced mass at or
+  // over the requirement, thresholds 0 and 1.
+  auto rng = test::rng_for(9200);
+  test::DeviceBuffer<std::uint64_t> d_keys(12288), d_out(1);
+  COMPACT_CUDA_CHECK(cudaFuncSetAttribute(select_threshold_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, 12288 * 8));
+  int cases = 0, nonempty = 0, partial = 0;
+  for (const int n : {32, 64, 1024, 4096, 12288}) {
+    for (int mode = 0; mode < 6; ++mode) {
+      for (int rep = 0; rep < 6; ++rep) {
+        std::vector<std::uint64_t> keys(n, 0);
+        const int n_cand = mode == 4 ? 1 : static_cast<int>(rng() % n) + 1;
+        std::uint64_t total = 0;
+        for (int kb = 0; kb < n_cand; ++kb) {
+          if (mode != 4 && rng() % 5 == 0) continue;  // a forced or non-candidate block
+          std::uint64_t a = 0;
+          switch (mode) {
+            case 0:  // masses spread over 36 bits
+              a = (rng() & ((std::uint64_t{1} << 36) - 1)) >> (rng() % 36);
+              break;
+            case 1:  // four distinct masses
+              a = std::uint64_t{1} << (rng() % 4 * 9);
+              break;
+            case 2:  // all equal
+              a = 12345;
+              break;
+            case 3:  // mostly zero
+              a = rng() % 3 == 0 ? rng() % 1000 : 0;
+              break;
+            case 4:  // one candidate
+              a = rng() % 2 == 0 ? 0 : rng() % 100000;
+              break;
+            default:  // up to 2^34, half zero
+              a = rng() % 2 == 0 ? (rng() >> 30) : 0;
+              break;
+          }
+          if (mode == 5 && rep == 0) continue;  // no candidate at all
+          keys[kb] = (a << 20) | (0xfffffu - static_cast<std::uint32_t>(kb));
+          total += a;
+        }
+        std::shuffle(keys.begin(), keys.end(), rng);
+        const std::uint64_t forced = rep == 1 ? 0 : rep == 2 ? total + 1 : rng() % (total / 4 + 1);
+        const float thresholds[] = {0.9f, 0.0f, 1.0f, 0.5f, 0.99f, 0.3f};
+        const double req = xattention::required_mass(thresholds[rep], total + forced);
+        d_keys.upload(keys);
+        select_threshold_kernel<<<1, 256, n * sizeof(std::uint64_t)>>>(d_keys.get(), n, forced, req,
+                                                                       d_out.get());
+        COMPACT_CUDA_CHECK(cudaGetLastError());
+        const std::uint64_t thr = d_out.download()[0];
+        std::vector<std::uint64_t> got;
+        for (const std::uint64_t key : keys) {
+          if (key != 0 && key >= thr) got.push_back(key);
+        }
+        std::sort(got.begin(), got.end(), std::greater<>());
+        const std::vector<std::uint64_t> want = kept_by_walk(keys, forced, req);
+        CAPTURE(n);
+        CAPTURE(mode);
+        CAPTURE(rep);
+        CHECK(got == want);
+        ++cases;
+        nonempty += !want.empty();
+        partial += !want.empty() &&
+                   want.size() < static_cast<std::size_t>(std::count_if(
+                                     keys.begin(), keys.end(), [](auto k) { return k != 0; }));
+      }
+    }
+  }
+  MESSAGE(cases, " key sets, ", nonempty, " keeping some keys, ", partial, " keeping a part");
+  CHECK(partial > cases / 4);  // most sets cut inside the candidates: the test is not trivial
+}
 
 TEST_CASE("ExternalMask: device equals host, from device and from host sources") {
   auto rng = test::rng_for(9001);
@@ -112,12 +213,13 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
       {4, 2, 128, DType::bf16, 128, 128, 16, 4, 0.9f, 2, 300, 3000},  // Bk / S = 32
       // Four row tiles per (b, kvh) at the TP2 shape's chunk (G * 128 rows), ragged chunks.
       {8, 2, 128, DType::bf16, 128, 128, 16, 8, 0.9f, 3, 1024, 3000},
-      // 33 rows x 512 sorted blocks: the selection's row weights past kSelectSharedWBytes stay
-      // in the scratch (the others' fit in shared memory).
-      {4, 1, 64, DType::fp16, 128, 16, 16, 4, 0.9f, 2, 300, 6000},
+      // KV 17,000-20,000 at block_k 16: up to 1,250 candidate blocks a row, past the
+      // 32 * kSelectRegW the selection keeps in registers, so it reads such rows twice.
+      {4, 1, 64, DType::fp16, 128, 16, 16, 4, 0.9f, 2, 300, 20000},
   };
-  static_assert((128 / 4 + 1) * 512 * 4 > xattention::kSelectSharedWBytes,
-                "the last case's row weights must not fit in shared memory");
+  constexpr int kLongKV = 17000;  // the least KV length of that case
+  static_assert(kLongKV / 16 > 32 * xattention::kSelectRegW,
+                "the last case's rows must not fit in the selection's registers");
   std::uint64_t salt = 9100;
   long long selected = 0, causal = 0;
   for (const Case& k : cases) {
@@ -134,6 +236,7 @@ TEST_CASE("XAttentionMask: device equals host bit for bit") {
     spec.num_seqs = k.seqs;
     spec.max_chunk = k.max_chunk;
     spec.max_kv = k.max_kv;
+    if (k.max_kv > kLongKV) spec.min_kv = kLongKV;
     spec.q_scale = 1.0f;
     spec.k_scale = 1.0f;
     test::HostProblem p = test::make_problem(c, spec, rng);

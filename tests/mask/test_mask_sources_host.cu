@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -679,56 +678,6 @@ TEST_CASE("XAttentionMask host: the quantized block scores track the unquantized
                                  << (quant == kGroup ? " per group" : " per token")
                                  << ": worst block-score error " << worst << " of a group's mass");
     CHECK(worst <= 0.01);
-  }
-}
-
-TEST_CASE("XAttention selection sort: the warp-local bitonic schedule sorts every size") {
-  // select_kernel's schedule (256 threads, 8 warps): stage (k, j) runs pair q on thread q % 256,
-  // or, when j < N / 8, on lane q % 32 of warp q / (N / 16), which then syncs only itself. Each
-  // stage must touch every key once (its pairs disjoint, so any order of them is the parallel
-  // result), a warp-local stage only its warp's chunk, and the whole must sort descending.
-  auto rng = test::rng_for(7151);
-  constexpr int kThreads = 256, kWarps = 8;
-  for (int N = 32; N <= 16384; N <<= 1) {
-    CAPTURE(N);
-    const int chunk = N / kWarps;
-    std::vector<std::uint64_t> keys(N);
-    for (auto& v : keys) v = rng() % 5 == 0 ? 0 : rng() >> 8;  // zeros: non-candidates
-    std::vector<std::uint64_t> want = keys;
-    std::sort(want.begin(), want.end(), std::greater<>());
-    bool disjoint = true, local_ok = true;
-    for (int k = 2; k <= N; k <<= 1) {
-      for (int j = k >> 1; j > 0; j >>= 1) {
-        std::vector<int> touched(N, 0);
-        if (j < chunk) {
-          for (int w = 0; w < kWarps; ++w) {
-            for (int lane = 0; lane < 32; ++lane) {
-              for (int q = w * (chunk / 2) + lane; q < (w + 1) * (chunk / 2); q += 32) {
-                const int i = xattention::bitonic_pair_lower(j, q);
-                local_ok = local_ok && i / chunk == w && (i | j) / chunk == w;
-                ++touched[i];
-                ++touched[i | j];
-                xattention::bitonic_exchange(keys.data(), k, j, q);
-              }
-            }
-          }
-        } else {
-          for (int t = 0; t < kThreads; ++t) {
-            for (int q = t; q < N / 2; q += kThreads) {
-              const int i = xattention::bitonic_pair_lower(j, q);
-              ++touched[i];
-              ++touched[i | j];
-              xattention::bitonic_exchange(keys.data(), k, j, q);
-            }
-          }
-        }
-        disjoint =
-            disjoint && std::all_of(touched.begin(), touched.end(), [](int n) { return n == 1; });
-      }
-    }
-    CHECK(disjoint);
-    CHECK(local_ok);
-    CHECK(keys == want);
   }
 }
 

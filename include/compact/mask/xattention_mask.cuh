@@ -315,9 +315,12 @@ struct Scratch {
   std::int8_t* qtiles = nullptr;
   /// [total_q bound][Hq] per-token scales (group quantization: a group's at its first token).
   float* qscale = nullptr;
-  float* mu = nullptr;              ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
-  std::uint32_t* sigma = nullptr;   ///< Same shape: fixed-point sums.
-  std::uint32_t* weight = nullptr;  ///< Same shape: the selection's row weights W.
+  float* mu = nullptr;             ///< [max_batch][Hq][groups][kv_blocks] per-(group, block) max.
+  std::uint32_t* sigma = nullptr;  ///< Same shape: fixed-point sums.
+  /// [max_batch][Hq][groups] each reshaped row's maximum logit as an exact::ordered_key(): reset
+  /// by the quantization launch, raised by the scoring kernel's tiles (atomicMax), read by the
+  /// selection, which so reads each (row, block) cell once instead of twice.
+  std::uint32_t* row_key = nullptr;
   /// Group quantization without an XAttentionKeyCache: every key group of the batch, laid out
   /// as a cache of max_batch slots (slot b).
   XAttentionKeyCache keys{};
@@ -349,7 +352,8 @@ struct Scratch {
     s.qscale = carver.take<float>(rows);
     s.mu = carver.take<float>(cells);
     s.sigma = carver.take<std::uint32_t>(cells);
-    s.weight = carver.take<std::uint32_t>(cells);
+    s.row_key = carver.take<std::uint32_t>(static_cast<std::size_t>(l.max_batch) * c.num_q_heads *
+                                           s.groups);
     if (key_groups) {
       s.keys.num_slots = l.max_batch;
       s.keys.max_groups = XAttentionKeyCache::groups_for(l.max_kv_len, stride);
@@ -370,18 +374,41 @@ struct Scratch {
     const std::int64_t block = ((std::int64_t{b} * num_kv_heads + kvh) * q_tiles + tile) * S + t;
     return block * (kQueryTileRows * 128) + arch::swizzle128(row, chunk) * 16;
   }
-  /// Index of cell (sequence b, head h, reshaped row i, KV block kb) in mu, sigma and weight.
+  /// Index of reshaped row i of (sequence b, head h) in row_key.
+  COMPACT_HOST_DEVICE std::int64_t row(int b, int h, int i, int num_q_heads) const {
+    return (static_cast<std::int64_t>(b) * num_q_heads + h) * groups + i;
+  }
+  /// Index of cell (sequence b, head h, reshaped row i, KV block kb) in mu and sigma.
   COMPACT_HOST_DEVICE std::int64_t cell(int b, int h, int i, int kb, int num_q_heads) const {
-    return ((static_cast<std::int64_t>(b) * num_q_heads + h) * groups + i) * kv_blocks + kb;
+    return row(b, h, i, num_q_heads) * kv_blocks + kb;
+  }
+  /// Number of entries of row_key.
+  COMPACT_HOST_DEVICE std::int64_t row_count(int max_batch, int num_q_heads) const {
+    return std::int64_t{max_batch} * num_q_heads * groups;
   }
 };
 
+/// Resets every row maximum of the scratch to -inf (a grid-stride loop over the calling grid,
+/// whatever its shape): the quantization launches run it, before the scoring kernel raises them.
+__device__ __forceinline__ void reset_row_keys(const Scratch& scr, std::int64_t count) {
+  const std::int64_t threads =
+      std::int64_t{gridDim.x} * gridDim.y * gridDim.z * blockDim.x * blockDim.y * blockDim.z;
+  const std::int64_t block =
+      (std::int64_t{blockIdx.z} * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const std::int64_t thread = block * blockDim.x * blockDim.y * blockDim.z +
+                              (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  for (std::int64_t k = thread; k < count; k += threads) scr.row_key[k] = exact::kOrderedMinusInf;
+}
+
 /// Per-(token, head) quantization of the queries to `levels`: one group of D/8 lanes per row,
 /// written as bf16 integers or (kInt8, levels <= 127) as int8 into the first half of scr.qq.
+/// Also resets the `row_keys` row maxima of the scratch for the scoring kernel.
 template <class T, int kD, bool kInt8>
 __global__ void __launch_bounds__(256)
-    quantize_queries_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, float levels) {
+    quantize_queries_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, float levels,
+                            std::int64_t row_keys) {
   constexpr int kChunks = kD / 8;
+  reset_row_keys(scr, row_keys);
   const long long row = (static_cast<long long>(blockIdx.x) * 256 + threadIdx.x) / kChunks;
   const int ch = threadIdx.x % kChunks;
   const int token = static_cast<int>(row / c.num_q_heads),
@@ -452,12 +479,14 @@ __device__ __forceinline__ void warp_quantize_chunks(int n, int total, float inv
 /// scr.qtiles): one warp per (reshaped row i, head h) of sequence blockIdx.y, one scale for its
 /// S tokens, at the group's first token in scr.qscale. Row i reads token i*S + S-1-t at segment
 /// t; the segments past the chunk's last token are written as zeros. Tile rows that hold no
-/// reshaped row of the sequence are left as they are: their accumulators are never read.
+/// reshaped row of the sequence are left as they are: their accumulators are never read. Also
+/// resets the `row_keys` row maxima of the scratch for the scoring kernel.
 template <class T, int kD>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quantize_query_groups_kernel(AttentionConfig c, ChunkBatch batch, Scratch scr, int S,
-                                 float levels) {
+                                 float levels, std::int64_t row_keys) {
   constexpr int kChunks = kD / 8;
+  reset_row_keys(scr, row_keys);
   const int b = blockIdx.y;
   if (b >= batch.num_seqs) return;
   const SeqInfo s = seq_info(batch, b);
@@ -652,6 +681,25 @@ __device__ __forceinline__ bool score_tile(const ScoreParams& p, ScoreTile& tile
   return any;
 }
 
+/// Raises the row maximum of scratch row `row` to the largest of this thread's `mu` (the row's
+/// block maxima, -inf where nothing is visible, never -0), over its quad when `over_quad` (the
+/// quad's lanes hold different blocks): lane 0 of the quad issues one atomicMax of the ordered
+/// key, so the selection finds each row's maximum without reading the row.
+template <int kN>
+__device__ __forceinline__ void raise_row_key(const ScoreParams& p, bool row_ok, std::int64_t row,
+                                              const float (&mu)[kN], bool over_quad) {
+  float m = mu[0];
+#pragma unroll
+  for (int n = 1; n < kN; ++n) m = fmaxf(m, mu[n]);
+  if (over_quad) {
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+  }
+  const std::uint32_t key = exact::ordered_key(m == 0.0f ? 0.0f : m);  // +0, as on the host
+  if (row_ok && (threadIdx.x & 3) == 0 && key != exact::kOrderedMinusInf)
+    atomicMax(p.scr.row_key + row, key);
+}
+
 /// Epilogue of a scoring tile: logits x = y * cx (-inf where the group is not visible to the
 /// row), then per (row, KV block) mu and sigma over the block's gpb groups, written to the
 /// scratch: a thread's two columns of an atom, its quad (gpb >= 4) and neighbouring atoms
@@ -681,7 +729,8 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
       const int g = m / Rmax, i = m % Rmax;
       const bool row_ok = g < G && i < tile.R;
       const int last_pos = group_last_pos(s, i, S);
-      const std::int64_t row_cell = p.scr.cell(b, kvh * G + g, i, 0, c.num_q_heads);
+      const std::int64_t row_key = p.scr.row(b, kvh * G + g, i, c.num_q_heads);
+      const std::int64_t row_cell = row_key * p.scr.kv_blocks;
       float mu[Tr::kNAtoms];
 #pragma unroll
       for (int n = 0; n < Tr::kNAtoms; ++n) {
@@ -711,6 +760,7 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
             }
           }
         }
+        raise_row_key(p, row_ok, row_key, mu, true);
         continue;
       }
       // A block's atoms (gpb >= 16) are combined in the thread first, so that the quad shuffles
@@ -742,6 +792,7 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
           mu[n] = mu[n - 1];
         }
       }
+      raise_row_key(p, row_ok, row_key, mu, gpb < 8);
       std::uint32_t sg[Tr::kNAtoms];
 #pragma unroll
       for (int n = 0; n < Tr::kNAtoms; ++n) {
@@ -1332,7 +1383,7 @@ struct SelectParams {
   Scratch scr;          ///< Scores written by the scoring kernel.
   XAttentionParams xp;  ///< Mask hyperparameters.
   BlockMask mask;       ///< Output bitmap.
-  int sort_size = 0;    ///< Power of two >= kv_blocks (sort keys in shared memory).
+  int key_slots = 0;    ///< Block keys in shared memory: kv_blocks rounded up to 32.
 };
 
 /// floor(w * 2^32 / z) for w <= z, z > 0, given c = 2^32 / z rounded to double: the product is
@@ -1348,59 +1399,158 @@ __device__ __forceinline__ std::uint64_t share_of(std::uint32_t w, std::uint64_t
   return q;
 }
 
-/// Lower index of compared pair q (of N / 2) at stage j of a bitonic network: the pairs are
-/// (i, i | j) for the i whose bit j is clear, numbered in order.
-COMPACT_HOST_DEVICE constexpr int bitonic_pair_lower(int j, int q) {
-  return ((q & ~(j - 1)) << 1) | (q & (j - 1));
+/// Adds `v` to the 64-bit word at `at` in shared memory with 32-bit atomics (a 64-bit shared
+/// atomic add compiles to a compare-and-swap loop, which spins under contention): the low word's
+/// add returns the old value, which gives its carry into the high word exactly, in any order of
+/// the adds. The sum must stay below 2^64.
+__device__ __forceinline__ void shared_add_u64(std::uint64_t* at, std::uint64_t v) {
+  auto* word = reinterpret_cast<std::uint32_t*>(at);  // little-endian: low word first
+  const auto lo = static_cast<std::uint32_t>(v);
+  const std::uint32_t old = atomicAdd(word, lo);
+  const std::uint32_t hi = static_cast<std::uint32_t>(v >> 32) + (old + lo < old ? 1u : 0u);
+  if (hi != 0) atomicAdd(word + 1, hi);
 }
 
-/// Compare-exchange of pair q at merge k, stage j of a descending bitonic sort of `keys`
-/// (select_kernel's; the host test of the schedule runs the same steps).
-COMPACT_HOST_DEVICE inline void bitonic_exchange(std::uint64_t* keys, int k, int j, int q) {
-  const int i = bitonic_pair_lower(j, q);
-  const int ixj = i | j;
-  const std::uint64_t x = keys[i], z = keys[ixj];
-  const bool up = (i & k) == 0;
-  if (up ? (x < z) : (x > z)) {
-    keys[i] = z;
-    keys[ixj] = x;
+/// The 64-bit word at `at` in shared memory that shared_add_u64() summed into (after a barrier).
+__device__ __forceinline__ std::uint64_t shared_u64(const std::uint64_t* at) {
+  const auto* word = reinterpret_cast<const std::uint32_t*>(at);
+  return (std::uint64_t{word[1]} << 32) | word[0];
+}
+
+/// Bits of a key that select_threshold() fixes per pass.
+inline constexpr int kRadixBits = 8;
+/// Bits of a histogram entry of select_threshold() that count its keys (N <= 12288 < 2^14);
+/// the mass, at most 2^32 a row for at most 256 rows, is in the bits above.
+inline constexpr int kRadixCountBits = 14;
+
+/// `key` >> `n` for n in [0, 64] (0 at 64, where the plain shift is undefined).
+__device__ __forceinline__ std::uint64_t shift_right(std::uint64_t key, int n) {
+  return n >= 64 ? 0 : key >> n;
+}
+
+/// The smallest key the selection keeps, for a CTA of kThreads (one thread per digit): the
+/// kept keys are the nonzero `keys[0, N)` (in shared memory, any order, unique, mass = key >>
+/// 20) that are at least the threshold returned (~0 when none is kept). A key is kept when the
+/// forced mass plus the mass of the larger keys is below `req`, the rule of a walk down the
+/// sorted keys, with no sort. The bits above the highest one where the largest and the smallest
+/// key differ are common to all; from there each pass histograms the keys that share the bits
+/// fixed so far by their next kRadixBits bits (mass and count, shared atomics), and the
+/// threshold's next digit is the lowest one whose larger digits' mass, added to the mass above
+/// them, is still below `req` (a block scan and a barrier count). A digit holding one key ends
+/// the search with it. `warp_tot` is [kThreads / 32] words of shared scratch; every thread
+/// calls this.
+template <int kThreads>
+__device__ std::uint64_t select_threshold(const std::uint64_t* keys, int N, std::uint64_t forced,
+                                          double req, std::uint64_t* warp_tot) {
+  static_assert(kThreads == 1 << kRadixBits, "one thread per digit");
+  constexpr int kWarps = kThreads / 32;
+  constexpr std::uint64_t kNone = ~std::uint64_t{0};
+  constexpr std::uint64_t kCountMask = (std::uint64_t{1} << kRadixCountBits) - 1;
+  __shared__ std::uint64_t hist[2][kThreads];  // one zeroed while the other fills
+  __shared__ std::uint64_t warp_min[kWarps];
+  __shared__ std::uint64_t pick_above, pick_hist, only_key;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (!(static_cast<double>(forced) < req)) return kNone;  // the forced blocks are enough
+  std::uint64_t mx = 0, mn = kNone;
+  for (int k = tid; k < N; k += kThreads) {
+    const std::uint64_t key = keys[k];
+    mx = max(mx, key);
+    if (key != 0) mn = min(mn, key);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+  }
+  if (lane == 0) {
+    warp_tot[warp] = mx;
+    warp_min[warp] = mn;
+  }
+  hist[0][tid] = 0;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    mx = max(mx, warp_tot[w]);
+    mn = min(mn, warp_min[w]);
+  }
+  if (mx == 0) return kNone;  // no unforced candidate
+  if (mx == mn) return mx;    // one, and the forced mass is below req
+  // Bits [hi, 64) are the same in every key (mx and mn bound them); digits fill [lo, hi).
+  int hi = 64 - __clzll(static_cast<long long>(mx ^ mn));
+  std::uint64_t prefix = shift_right(mx, hi);
+  std::uint64_t above = forced;  // the forced mass and that of the keys above the prefix's range
+  for (int pass = 0;; ++pass) {
+    const int lo = max(hi - kRadixBits, 0);
+    std::uint64_t* h_now = hist[pass & 1];
+    for (int k = tid; k < N; k += kThreads) {
+      const std::uint64_t key = keys[k];
+      if (key != 0 && shift_right(key, hi) == prefix) {
+        shared_add_u64(&h_now[(key >> lo) & ((1u << (hi - lo)) - 1)],
+                       ((key >> 20) << kRadixCountBits) + 1);
+      }
+    }
+    hist[(pass + 1) & 1][tid] = 0;  // last read before the previous pass's second barrier
+    __syncthreads();
+    // Thread t holds digit 255 - t, so an inclusive scan over t sums the digits >= its own.
+    const std::uint64_t hd = shared_u64(&h_now[kThreads - 1 - tid]);
+    const std::uint64_t mass = hd >> kRadixCountBits;
+    std::uint64_t incl = mass;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const std::uint64_t v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    if (lane == 31) warp_tot[warp] = incl;
+    __syncthreads();
+    std::uint64_t a = above + incl - mass;  // forced + the keys above this digit
+    for (int w = 0; w < warp; ++w) a += warp_tot[w];
+    // True for t < cnt (a grows with t); t = 0 holds, since `above` is below req.
+    const int cnt = __syncthreads_count(static_cast<double>(a) < req);
+    if (tid == cnt - 1) {
+      pick_above = a;
+      pick_hist = hd;
+    }
+    __syncthreads();
+    prefix = (prefix << (hi - lo)) | static_cast<std::uint64_t>(kThreads - cnt);
+    above = pick_above;
+    const std::uint64_t count = pick_hist & kCountMask;
+    // An empty digit (only digit 0 can be the lowest below req and empty) or the last one.
+    if (count == 0 || lo == 0) return prefix << lo;
+    if (count == 1) {
+      for (int k = tid; k < N; k += kThreads) {
+        const std::uint64_t key = keys[k];
+        if (key != 0 && (key >> lo) == prefix) only_key = key;
+      }
+      __syncthreads();
+      return only_key;
+    }
+    hi = lo;
   }
 }
 
-/// Most reshaped rows of one query block (Bq / S with Bq <= 256).
-inline constexpr int kMaxSelectRows = 256;
-
-/// Most dynamic shared memory a select_kernel CTA takes to hold its row weights: four CTAs of 256
-/// threads per SM stay resident. On the H100 (TP2, 128K, Bq 128) the weights in shared memory took
-/// 0.144 ms against 0.167 ms in the scratch at stride 16 (45 KB a CTA), and 0.330 ms against
-/// 0.266 ms at stride 8 (78 KB: two CTAs per SM).
-inline constexpr std::size_t kSelectSharedWBytes = 56 * 1024;
+/// Candidate blocks per row whose weights a selection warp keeps in registers (kSelectRegW per
+/// lane): rows of up to 1,024 candidates (128K tokens at block_k 128) read each cell once.
+inline constexpr int kSelectRegW = 32;
 
 /// Row normalization, block sums and cumulative-threshold selection for one (b, h, qb).
 ///
-/// 1. One warp per reshaped row: the row maximum m, then W = trunc(sigma * 2^(mu - m)) (kept in
-///    shared memory with kSharedW, else in the scratch) and Z = sum W.
-/// 2. One thread per KV block: A[kb] = sum over the rows of floor(W * 2^32 / Z) (exact), and the
-///    total and forced masses (block reductions).
-/// 3. Bitonic sort of the other blocks by (A desc, kb asc), an exclusive block scan of the sorted
-///    masses, and the threshold rule; then the row's words.
+/// 1. One warp per reshaped row: W = trunc(sigma * 2^(mu - m)) with m the row maximum the
+///    scoring kernel left in Scratch::row_key, Z = sum W, and each block's share floor(W * 2^32
+///    / Z) (exact) added into its sum A[kb] in shared memory. A row of at most 32 * kSelectRegW
+///    candidates keeps its W in registers, so each (row, block) cell is read once (8 bytes) and
+///    nothing is written back; a longer row is read twice (Z, then the shares).
+/// 2. One thread per KV block: the sort keys (A << 20 | (2^20 - 1 - kb)) of the unforced
+///    candidates, and the total and forced masses (block reductions).
+/// 3. select_threshold(): the smallest key kept, then the row's words.
 ///
-/// kMinBlocks: CTAs per SM in the launch bounds (a register cap of 65536 / (kThreads *
-/// kMinBlocks)).
-template <int kThreads, bool kSharedW = false, int kMinBlocks = 1>
+/// Launched with kMinBlocks CTAs per SM in the launch bounds (a register cap of 65536 / (kThreads
+/// * kMinBlocks)).
+template <int kThreads, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectParams p) {
-  // Rows whose weights a thread loads from the scratch before using any (step 2): that many
-  // loads in flight. On the H100 (TP2 128K, stride 8): 0.203-0.204 ms against 0.212-0.214 ms
-  // one row at a time, and 0.205-0.208 ms at 8 rows (more spills under the 32-register cap).
-  constexpr int kRowLoads = 4;
   extern __shared__ __align__(128) unsigned char smem[];
-  std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);                  // [sort_size]
-  std::uint32_t* chosen = reinterpret_cast<std::uint32_t*>(keys + p.sort_size);  // [sort_size / 32]
-  // [rows][sort_size]: the row weights W, when they fit (else the scratch's weight cells).
-  std::uint32_t* w_smem = chosen + p.sort_size / 32;
+  // [key_slots]: each block's mass A (shared_add_u64), then its sort key in place.
+  std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);
   constexpr int kWarps = kThreads / 32;
-  __shared__ std::uint64_t row_z[kMaxSelectRows];
-  __shared__ double row_c[kMaxSelectRows];
   __shared__ std::uint64_t warp_a[kWarps], warp_b[kWarps];
 
   const AttentionConfig& c = p.c;
@@ -1415,7 +1565,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
   const int n_cand = span.last_kb + 1;
   const int n_kb = ceil_div(s.kv_len, c.block_k);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int N = p.sort_size;
+  const int N = p.key_slots;
   const int i0 = qb * c.block_q / S;
   const int rows = min_of((qb + 1) * c.block_q / S, ceil_div(s.q_len, S)) - i0;
 
@@ -1430,66 +1580,66 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
     __syncthreads();
     return t;
   };
-
-  // 1. Per reshaped row: maximum, weights W (over sigma) and their sum Z.
-  for (int r = warp; r < rows; r += kWarps) {
-    const std::int64_t base = p.scr.cell(b, h, i0 + r, 0, c.num_q_heads);
-    std::uint32_t row_key = exact::kOrderedMinusInf;
-#pragma unroll 4
-    for (int kb = lane; kb < n_cand; kb += 32)
-      row_key = max(row_key, exact::ordered_key(p.scr.mu[base + kb]));
-    row_key = __reduce_max_sync(0xffffffffu, row_key);
-    const float m_row = exact::from_ordered_key(row_key);
-    std::uint64_t z = 0;
-#pragma unroll 4
-    for (int kb = lane; kb < n_cand; kb += 32) {
-      const std::uint32_t w = row_block_weight(p.scr.mu[base + kb], p.scr.sigma[base + kb], m_row);
-      if constexpr (kSharedW) {
-        w_smem[r * p.sort_size + kb] = w;
-      } else {
-        p.scr.weight[base + kb] = w;
-      }
-      z += w;
-    }
+  auto warp_sum = [](std::uint64_t v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
-    if (lane == 0) {
-      row_z[r] = z;
-      row_c[r] = z != 0 ? __ddiv_rn(4294967296.0, static_cast<double>(z)) : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  };
+
+  for (int kb = tid; kb < N; kb += kThreads) keys[kb] = 0;
+  __syncthreads();
+
+  // 1. Per reshaped row: W, Z and the shares, added into A.
+  for (int r = warp; r < rows; r += kWarps) {
+    const std::int64_t row = p.scr.row(b, h, i0 + r, c.num_q_heads);
+    const float* mu = p.scr.mu + row * p.scr.kv_blocks;
+    const std::uint32_t* sigma = p.scr.sigma + row * p.scr.kv_blocks;
+    const float m_row = exact::from_ordered_key(p.scr.row_key[row]);
+    if (n_cand <= 32 * kSelectRegW) {
+      // Every load of the row is issued before any is used: 8 KB in flight a warp.
+      float mu_u[kSelectRegW];
+      std::uint32_t sigma_u[kSelectRegW];
+#pragma unroll
+      for (int u = 0; u < kSelectRegW; ++u) {
+        const int kb = lane + 32 * u;
+        mu_u[u] = kb < n_cand ? mu[kb] : -INFINITY;  // W = 0
+        sigma_u[u] = kb < n_cand ? sigma[kb] : 0u;
+      }
+      std::uint32_t w[kSelectRegW];
+      std::uint64_t z = 0;
+#pragma unroll
+      for (int u = 0; u < kSelectRegW; ++u) {
+        w[u] = row_block_weight(mu_u[u], sigma_u[u], m_row);
+        z += w[u];
+      }
+      z = warp_sum(z);
+      if (z == 0) continue;
+      const double cz = __ddiv_rn(4294967296.0, static_cast<double>(z));
+#pragma unroll
+      for (int u = 0; u < kSelectRegW; ++u) {
+        if (w[u] != 0) shared_add_u64(&keys[lane + 32 * u], share_of(w[u], z, cz));
+      }
+    } else {
+      std::uint64_t z = 0;
+#pragma unroll 4
+      for (int kb = lane; kb < n_cand; kb += 32) z += row_block_weight(mu[kb], sigma[kb], m_row);
+      z = warp_sum(z);
+      if (z == 0) continue;
+      const double cz = __ddiv_rn(4294967296.0, static_cast<double>(z));
+#pragma unroll 4
+      for (int kb = lane; kb < n_cand; kb += 32) {
+        const std::uint32_t w = row_block_weight(mu[kb], sigma[kb], m_row);
+        if (w != 0) shared_add_u64(&keys[kb], share_of(w, z, cz));
+      }
     }
   }
   __syncthreads();
 
-  // 2. Block scores; sort keys (score << 20 | (2^20 - 1 - kb)) for the unforced candidates.
+  // 2. Sort keys (A << 20 | (2^20 - 1 - kb)) for the unforced candidates, 0 for the others.
   std::uint64_t tot = 0, frc = 0;
   for (int kb = tid; kb < N; kb += kThreads) {
-    std::uint64_t a = 0;
     const bool cand = kb < n_cand;
-    if (cand) {
-      const std::int64_t base = p.scr.cell(b, h, i0, kb, c.num_q_heads);
-      if constexpr (kSharedW) {
-        for (int r = 0; r < rows; ++r) {
-          const std::uint64_t z = row_z[r];
-          if (z != 0) a += share_of(w_smem[r * N + kb], z, row_c[r]);
-        }
-      } else {
-        for (int r0 = 0; r0 < rows; r0 += kRowLoads) {
-          std::uint32_t w[kRowLoads];
-#pragma unroll
-          for (int u = 0; u < kRowLoads; ++u) {
-            w[u] = r0 + u < rows
-                       ? p.scr.weight[base + static_cast<std::int64_t>(r0 + u) * p.scr.kv_blocks]
-                       : 0u;
-          }
-#pragma unroll
-          for (int u = 0; u < kRowLoads; ++u) {
-            if (r0 + u >= rows) break;
-            const std::uint64_t z = row_z[r0 + u];
-            if (z != 0) a += share_of(w[u], z, row_c[r0 + u]);
-          }
-        }
-      }
-    }
+    const std::uint64_t a = cand ? shared_u64(&keys[kb]) : 0;  // 0 past n_cand
     const bool forced = cand && forced_on(p.xp, span, kb);
     tot += a;
     if (forced) frc += a;
@@ -1498,77 +1648,26 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
             ? (a << 20) | static_cast<std::uint64_t>(0xfffffu - static_cast<std::uint32_t>(kb))
             : 0;
   }
-  for (int k = tid; k < N / 32; k += kThreads) chosen[k] = 0;
   const std::uint64_t total = block_sum(tot, warp_a);  // its barriers also publish keys[]
   const std::uint64_t forced_mass = block_sum(frc, warp_b);
 
-  // 3. Bitonic sort, descending, a thread per compared pair (i, i | j). Each warp owns a
-  //    contiguous chunk of N / kWarps keys, and the stages whose pairs stay within one chunk
-  //    (j < chunk: all of the first log2(chunk) merges and the tail of every later one) sync the
-  //    warp only: about ten CTA barriers instead of log2(N) (log2(N) + 1) / 2.
-  const int chunk = N / kWarps;
-  auto sort_stage = [&](int k, int j, int q0, int q1, int step) {
-    for (int q = q0; q < q1; q += step) bitonic_exchange(keys, k, j, q);
-  };
-  bool warp_local = false;  // the last stage synced the warp only
-  for (int k = 2; k <= N; k <<= 1) {
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      if (j < chunk) {
-        sort_stage(k, j, warp * (chunk / 2) + lane, (warp + 1) * (chunk / 2), 32);
-        __syncwarp();
-        warp_local = true;
-      } else {
-        if (warp_local) __syncthreads();  // every warp's chunk is sorted so far
-        sort_stage(k, j, tid, N / 2, kThreads);
-        __syncthreads();
-        warp_local = false;
-      }
-    }
-  }
-  if (warp_local) __syncthreads();
-
-  // 4. Exclusive prefix of the sorted scores (block scan of per-thread segments); keep while
-  //    forced + prefix < threshold * total.
-  const int per = ceil_div(N, kThreads);
-  const int lo = min_of(tid * per, N), hi = min_of(lo + per, N);
-  std::uint64_t seg = 0;
-  for (int k = lo; k < hi; ++k) seg += keys[k] >> 20;
-  std::uint64_t incl = seg;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const std::uint64_t v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) warp_a[warp] = incl;
-  __syncthreads();
-  std::uint64_t before = incl - seg;
-  for (int w = 0; w < warp; ++w) before += warp_a[w];
-  const double req = required_mass(p.xp.threshold, total);
-  std::uint64_t kept = forced_mass + before;
-  for (int k = lo; k < hi; ++k) {
-    const std::uint64_t key = keys[k];
-    if (key == 0 || !(static_cast<double>(kept) < req)) break;
-    const int kb = static_cast<int>(0xfffffu - static_cast<std::uint32_t>(key & 0xfffffu));
-    atomicOr(&chosen[kb >> 5], 1u << (kb & 31));
-    kept += key >> 20;
-  }
-  __syncthreads();
-
-  // 5. Words: chosen | forced, restricted to kb <= last_kb.
+  // 3. The chosen blocks are the unforced candidates of largest key, taken while the forced mass
+  //    plus the mass of the larger keys is below threshold * total: every key from a threshold.
+  const std::uint64_t thr = select_threshold<kThreads>(
+      keys, N, forced_mass, required_mass(p.xp.threshold, total), warp_a);
   std::uint32_t* out = p.mask.row(b, h, qb);
   for (int w = warp; w < ceil_div(n_kb, 32); w += kWarps) {
     const int kb = w * 32 + lane;
-    const bool on = kb < n_cand && (forced_on(p.xp, span, kb) || ((chosen[w] >> lane) & 1u));
+    const bool on =
+        kb < n_cand && (forced_on(p.xp, span, kb) || (keys[kb] != 0 && keys[kb] >= thr));
     const std::uint32_t word = __ballot_sync(0xffffffffu, on);
     if (lane == 0) out[w] = word;
   }
 }
 
-/// Sort size (power of two >= the limits' KV blocks) and the select kernel's shared memory.
-inline int sort_size(const Geometry& g) {
-  int n = 32;
-  while (n < g.max_kv_blocks) n <<= 1;
-  return n;
+/// Block keys a selection CTA holds in shared memory: the limits' KV blocks rounded up to 32.
+inline int select_key_slots(const Geometry& g) {
+  return ceil_div(g.max_kv_blocks, 32) * 32;
 }
 
 }  // namespace xattention
@@ -1688,9 +1787,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   const Scratch scr =
       Scratch::carve(c, a.limits, params.stride, grouped, grouped && !key_cache.present(),
                      a.scratch.data, a.scratch.bytes);
-  const int N = sort_size(geo);
-  const std::size_t select_smem =
-      static_cast<std::size_t>(N) * 8 + static_cast<std::size_t>(N / 32) * 4;
+  const int N = select_key_slots(geo);
+  const std::size_t select_smem = static_cast<std::size_t>(N) * 8;
   require(select_smem <= 96 * 1024, "limits.max_kv_len", a.limits.max_kv_len,
           "at most 12288 KV blocks of config.block_k for XAttentionMask's device selection");
   int device = 0, smem_optin = 0;
@@ -1709,8 +1807,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       const dim3 grid(ceil_div(scr.groups * c.num_q_heads, kQuantWarps), a.limits.max_batch);
       const auto kernel = c.dtype == DType::bf16 ? quantize_query_groups_kernel<__nv_bfloat16, 128>
                                                  : quantize_query_groups_kernel<__half, 128>;
-      kernel<<<grid, kQuantWarps * 32, 0, stream>>>(c, a.batch, scr, params.stride,
-                                                    static_cast<float>(params.levels));
+      kernel<<<grid, kQuantWarps * 32, 0, stream>>>(
+          c, a.batch, scr, params.stride, static_cast<float>(params.levels),
+          scr.row_count(a.limits.max_batch, c.num_q_heads));
       COMPACT_CHECK_LAUNCH("xattention::quantize_query_groups_kernel");
       launch_key_groups(a, params, kc, !key_cache.present(), stream);
     }
@@ -1745,7 +1844,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
       const int blocks = static_cast<int>(ceil_div(rows * (kD / 8), 256LL));
       const auto kernel =
           int8 ? quantize_queries_kernel<T, kD, true> : quantize_queries_kernel<T, kD, false>;
-      kernel<<<blocks, 256, 0, stream>>>(c, a.batch, scr, static_cast<float>(params.levels));
+      kernel<<<blocks, 256, 0, stream>>>(c, a.batch, scr, static_cast<float>(params.levels),
+                                         scr.row_count(a.limits.max_batch, c.num_q_heads));
       COMPACT_CHECK_LAUNCH("xattention::quantize_queries_kernel");
     }
     if (!(phases & kScorePhase)) return;
@@ -1784,20 +1884,13 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   sel.scr = scr;
   sel.xp = params;
   sel.mask = a.mask;
-  sel.sort_size = N;
+  sel.key_slots = N;
   constexpr int kThreads = 256;
-  // The row weights (a query block's rows x sort_size words: 36 KB at Bq = 128, stride 16, 128K)
-  // in shared memory next to the sort where that keeps four CTAs per SM, else in the scratch. A
-  // block takes at most ceil(Bq / S) rows; the one more reserved here is what the launches timed
-  // on the H100 took (dropping it changes their occupancy, unmeasured).
-  const std::size_t w_bytes = static_cast<std::size_t>(ceil_div(c.block_q, params.stride) + 1) *
-                              static_cast<std::size_t>(N) * 4;
-  const bool shared_w = select_smem + w_bytes <= kSelectSharedWBytes;
-  // The scratch-weights kernel is held to 32 registers so that eight CTAs share an SM: its 1,024
-  // CTAs at TP2 then run in one wave (0.222 against 0.260 ms at 40 registers, stride 8, H100).
-  // The shared-weights one is bound by its shared memory (four CTAs) and keeps its registers.
-  const auto kernel = shared_w ? select_kernel<kThreads, true> : select_kernel<kThreads, false, 8>;
-  const std::size_t smem = select_smem + (shared_w ? w_bytes : 0);
+  // Three CTAs per SM (85 registers): each warp holds its row's 64 loads in flight with no
+  // spills. On the H100 (TP2 128K, stride 8) 0.085-0.086 ms against 0.093-0.094 at four CTAs
+  // (64 registers, spills) and 0.100-0.102 at two.
+  const auto kernel = select_kernel<kThreads, 3>;
+  const std::size_t smem = select_smem;
   COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(smem)));
   const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
@@ -1851,7 +1944,8 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// quantizes the query groups and the touched key groups first, straight into the scorer's
 /// shared-memory tile layout, and scores with int8 wgmma, each stage two bulk copies
 /// (score_group_kernel). Then a selection kernel per mask row
-/// (fixed-point normalization, bitonic sort in shared memory, prefix threshold). Bit-identical
+/// (fixed-point normalization with the row maxima the scorer kept, the block sums in shared
+/// memory, a radix selection of the cumulative threshold: no sort). Bit-identical
 /// to build_host(). Head dims 64 and 128.
 struct XAttentionMask {
   XAttentionParams params{};  ///< Hyperparameters, validated by configure().

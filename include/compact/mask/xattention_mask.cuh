@@ -1886,9 +1886,10 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   sel.mask = a.mask;
   sel.key_slots = N;
   constexpr int kThreads = 256;
-  // Three CTAs per SM (85 registers): each warp holds its row's 64 loads in flight with no
-  // spills. On the H100 (TP2 128K, stride 8) 0.085-0.086 ms against 0.093-0.094 at four CTAs
-  // (64 registers, spills) and 0.100-0.102 at two.
+  // Three CTAs per SM (a cap of 85 registers; ptxas of CUDA 13.0 takes 80 and spills 20 bytes
+  // outside the row loop), so that each warp holds its row's 64 loads in flight. On the H100
+  // (TP2 128K, stride 8) 0.085-0.086 ms against 0.093-0.094 at four CTAs (64 registers, 88
+  // bytes of spills) and 0.100-0.102 at two.
   const auto kernel = select_kernel<kThreads, 3>;
   const std::size_t smem = select_smem;
   COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1940,9 +1941,9 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
 /// each key slice gathered from the pages with cp.async, quantized in shared memory and shared
 /// by every head of the group, one tensor-core pass per segment t (wgmma on Hopper, with int8
 /// operands when params.levels <= 127 at D = 128; mma.sync elsewhere or with `force_arch` = 80)
-/// — writing (mu, sigma) per (row, block) to the scratch. Group quantization (Hopper, D = 128)
-/// quantizes the query groups and the touched key groups first, straight into the scorer's
-/// shared-memory tile layout, and scores with int8 wgmma, each stage two bulk copies
+/// — writing (mu, sigma) per (row, block) and each row's maximum to the scratch. Group quantization
+/// (Hopper, D = 128) quantizes the query groups and the touched key groups first, straight into the
+/// scorer's shared-memory tile layout, and scores with int8 wgmma, each stage two bulk copies
 /// (score_group_kernel). Then a selection kernel per mask row
 /// (fixed-point normalization with the row maxima the scorer kept, the block sums in shared
 /// memory, a radix selection of the cumulative threshold: no sort). Bit-identical

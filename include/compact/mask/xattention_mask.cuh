@@ -352,8 +352,8 @@ struct Scratch {
     s.qscale = carver.take<float>(rows);
     s.mu = carver.take<float>(cells);
     s.sigma = carver.take<std::uint32_t>(cells);
-    s.row_key = carver.take<std::uint32_t>(static_cast<std::size_t>(l.max_batch) * c.num_q_heads *
-                                           s.groups);
+    s.row_key = carver.take<std::uint32_t>(
+        static_cast<std::size_t>(s.row_count(l.max_batch, c.num_q_heads)));
     if (key_groups) {
       s.keys.num_slots = l.max_batch;
       s.keys.max_groups = XAttentionKeyCache::groups_for(l.max_kv_len, stride);
@@ -729,8 +729,8 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
       const int g = m / Rmax, i = m % Rmax;
       const bool row_ok = g < G && i < tile.R;
       const int last_pos = group_last_pos(s, i, S);
-      const std::int64_t row_key = p.scr.row(b, kvh * G + g, i, c.num_q_heads);
-      const std::int64_t row_cell = row_key * p.scr.kv_blocks;
+      const std::int64_t row = p.scr.row(b, kvh * G + g, i, c.num_q_heads);
+      const std::int64_t row_cell = row * p.scr.kv_blocks;
       float mu[Tr::kNAtoms];
 #pragma unroll
       for (int n = 0; n < Tr::kNAtoms; ++n) {
@@ -760,7 +760,7 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
             }
           }
         }
-        raise_row_key(p, row_ok, row_key, mu, true);
+        raise_row_key(p, row_ok, row, mu, true);
         continue;
       }
       // A block's atoms (gpb >= 16) are combined in the thread first, so that the quad shuffles
@@ -792,7 +792,7 @@ __device__ __forceinline__ void write_block_stats(const ScoreParams& p, const Sc
           mu[n] = mu[n - 1];
         }
       }
-      raise_row_key(p, row_ok, row_key, mu, gpb < 8);
+      raise_row_key(p, row_ok, row, mu, gpb < 8);
       std::uint32_t sg[Tr::kNAtoms];
 #pragma unroll
       for (int n = 0; n < Tr::kNAtoms; ++n) {
@@ -1539,7 +1539,7 @@ inline constexpr int kSelectRegW = 32;
 ///    / Z) (exact) added into its sum A[kb] in shared memory. A row of at most 32 * kSelectRegW
 ///    candidates keeps its W in registers, so each (row, block) cell is read once (8 bytes) and
 ///    nothing is written back; a longer row is read twice (Z, then the shares).
-/// 2. One thread per KV block: the sort keys (A << 20 | (2^20 - 1 - kb)) of the unforced
+/// 2. One thread per KV block: the ordering keys (A << 20 | (2^20 - 1 - kb)) of the unforced
 ///    candidates, and the total and forced masses (block reductions).
 /// 3. select_threshold(): the smallest key kept, then the row's words.
 ///
@@ -1548,7 +1548,7 @@ inline constexpr int kSelectRegW = 32;
 template <int kThreads, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  // [key_slots]: each block's mass A (shared_add_u64), then its sort key in place.
+  // [key_slots]: each block's mass A (shared_add_u64), then its ordering key in place.
   std::uint64_t* keys = reinterpret_cast<std::uint64_t*>(smem);
   constexpr int kWarps = kThreads / 32;
   __shared__ std::uint64_t warp_a[kWarps], warp_b[kWarps];
@@ -1569,21 +1569,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
   const int i0 = qb * c.block_q / S;
   const int rows = min_of((qb + 1) * c.block_q / S, ceil_div(s.q_len, S)) - i0;
 
-  // Sum over the block of u64 values (every thread gets it); `scratch` is one of the warp arrays.
-  auto block_sum = [&](std::uint64_t v, std::uint64_t* scratch) {
+  auto warp_sum = [](std::uint64_t v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  };
+  // Sum over the block of u64 values (every thread gets it); `scratch` is one of the warp arrays.
+  auto block_sum = [&](std::uint64_t v, std::uint64_t* scratch) {
+    v = warp_sum(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     std::uint64_t t = 0;
     for (int w = 0; w < kWarps; ++w) t += scratch[w];
     __syncthreads();
     return t;
-  };
-  auto warp_sum = [](std::uint64_t v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
   };
 
   for (int kb = tid; kb < N; kb += kThreads) keys[kb] = 0;
@@ -1635,7 +1634,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) select_kernel(SelectPara
   }
   __syncthreads();
 
-  // 2. Sort keys (A << 20 | (2^20 - 1 - kb)) for the unforced candidates, 0 for the others.
+  // 2. Ordering keys (A << 20 | (2^20 - 1 - kb)) for the unforced candidates, 0 for the others.
   std::uint64_t tot = 0, frc = 0;
   for (int kb = tid; kb < N; kb += kThreads) {
     const bool cand = kb < n_cand;
@@ -1891,11 +1890,10 @@ inline void build_device(const MaskArgs& a, const XAttentionParams& params, cuda
   // (TP2 128K, stride 8) 0.085-0.086 ms against 0.093-0.094 at four CTAs (64 registers, 88
   // bytes of spills) and 0.100-0.102 at two.
   const auto kernel = select_kernel<kThreads, 3>;
-  const std::size_t smem = select_smem;
   COMPACT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+                                          static_cast<int>(select_smem)));
   const dim3 grid(geo.max_q_blocks, a.limits.max_batch * c.num_q_heads);
-  kernel<<<grid, kThreads, smem, stream>>>(sel);
+  kernel<<<grid, kThreads, select_smem, stream>>>(sel);
   COMPACT_CHECK_LAUNCH("xattention::select_kernel");
 }
 

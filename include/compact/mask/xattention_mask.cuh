@@ -1673,7 +1673,10 @@ inline int select_key_slots(const Geometry& g) {
 
 namespace xattention {
 
-/// Launches of the device build, as bits (benchmarks time them one by one).
+/// Launches of the device build, as bits (benchmarks time them one by one). Each phase reads what
+/// the earlier ones wrote, and the row maxima in particular are reset only by the quantization
+/// launch: scoring again without it raises the previous maxima (harmless when timing the same
+/// inputs again, wrong for new ones), so a build of a new mask runs kAllPhases.
 inline constexpr unsigned kQuantizePhase = 1, kScorePhase = 2, kSelectPhase = 4, kAllPhases = 7;
 /// @var kScorePhase
 /// The scoring kernel.
